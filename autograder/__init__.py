@@ -1,0 +1,2 @@
+"""The course's autograder: nbgrader configuration, the checks that test cells call, the bank of buggy
+implementations, sample submissions, and the ``bncourse`` command."""
