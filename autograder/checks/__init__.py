@@ -28,7 +28,11 @@ FORBIDDEN_ROOTS = ("bnlib", "torch", "autograder")
 
 
 class CheckFailure(Exception):
-    """A sub-test failed; the message says what is wrong."""
+    """A sub-test failed; the message says what is wrong. ``stop`` skips the remaining sub-tests."""
+
+    def __init__(self, message: str, stop: bool = False):
+        super().__init__(message)
+        self.stop = stop
 
 
 def norm_rel_error(actual, expected) -> float:
@@ -86,7 +90,7 @@ def call_learner(fn: Callable, *args, **kwargs):
             warnings.simplefilter("ignore")
             return fn(*args, **kwargs)
     except NotImplementedError:
-        raise CheckFailure(f"{name} is not implemented yet (it raised NotImplementedError)") from None
+        raise CheckFailure(f"{name} is not implemented yet (it raised NotImplementedError)", stop=True) from None
     except CheckFailure:
         raise
     except Exception as exc:  # any learner error becomes a failed sub-test
@@ -160,14 +164,20 @@ class Report:
     lines: list[str] = field(default_factory=list)
     earned: float = 0.0
     total: float = 0.0
+    skipped: int = 0
 
     def run(self, name: str, weight: float, test: Callable[[], str | None]) -> bool:
         """Run one sub-test; ``test`` returns an optional detail string or raises CheckFailure."""
         self.total += weight
+        if self.skipped:
+            self.skipped += 1
+            return False
         try:
             detail = test()
         except CheckFailure as exc:
             self.lines.append(f"  FAIL  {name}: {exc}")
+            if exc.stop:
+                self.skipped = 1
             return False
         except Exception as exc:  # a bug in the check itself must not cost the learner the cell
             self.lines.append(f"  FAIL  {name}: unexpected {type(exc).__name__}: {exc}")
@@ -187,6 +197,8 @@ class Report:
         print(f"{self.title}: {score:g} / {self.points:g} points")
         for line in self.lines:
             print(line)
+        if self.skipped > 1:
+            print(f"  ...   {self.skipped - 1} more check(s) not run")
         if score == self.points:
             print("  All checks passed.")
         return score

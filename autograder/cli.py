@@ -1,0 +1,238 @@
+"""``bncourse``: release the assignments, self-grade one notebook, autograde a class, run the demo."""
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from . import grading
+from .config import CELL_TIMEOUT, RELEASE, REPO, SOLUTIONS
+
+DEFAULT_JOBS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _table(header, rows) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+    cells = [[fmt(v) for v in row] for row in [header] + rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _short_header(header):
+    return [h.replace("test_", "").replace("batchnorm_", "bn_") for h in header]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Deep Dive into Batch Normalization: course tools built on nbgrader."""
+
+
+# ----------------------------------------------------------------------------- release
+@main.command()
+@click.option("--check", is_flag=True, help="Only report whether notebooks/ is up to date (exit 1 if not).")
+@click.argument("assignments", nargs=-1)
+def release(check, assignments):
+    """Regenerate the learners' notebooks/ from solutions/ with nbgrader generate_assignment."""
+    names = list(assignments) or grading.assignments()
+    stale = []
+    with tempfile.TemporaryDirectory(prefix="bncourse-release-") as tmp:
+        tmp = Path(tmp)
+        for a in names:
+            grading.generate(a, tmp, tmp / "release")
+            new, old = tmp / "release" / a, RELEASE / a
+            new_files = sorted(p.relative_to(new) for p in new.rglob("*") if p.is_file())
+            old_files = sorted(p.relative_to(old) for p in old.rglob("*") if p.is_file()) if old.exists() else []
+            differs = new_files != old_files or any(not filecmp.cmp(new / f, old / f, shallow=False)
+                                                   for f in new_files)
+            if differs:
+                stale.append(a)
+            if not check and differs:
+                if old.exists():
+                    shutil.rmtree(old)
+                shutil.copytree(new, old)
+                for f in new_files:
+                    (old / f).chmod(0o644)
+                click.echo(f"released {a} -> notebooks/{a}/")
+            elif not check:
+                click.echo(f"notebooks/{a}/ is up to date")
+    if check:
+        if stale:
+            click.echo("notebooks/ is out of date for: " + ", ".join(stale)
+                       + ". Run `bncourse release` (never edit notebooks/ by hand).", err=True)
+            sys.exit(1)
+        click.echo("notebooks/ matches solutions/ for: " + ", ".join(names))
+
+
+# ----------------------------------------------------------------------------- grade one notebook
+def _find_assignment(path: Path, assignment: str | None) -> str:
+    if assignment:
+        return assignment
+    for a in grading.assignments():
+        if grading.notebook_name(a) == path.stem:
+            return a
+    raise click.UsageError(f"cannot tell which assignment {path.name} belongs to; pass --assignment "
+                           f"(one of {', '.join(grading.assignments())})")
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--assignment", help="Assignment id (default: the one whose notebook has this file's name).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--timeout", default=CELL_TIMEOUT, show_default=True, help="Seconds one cell may run.")
+def grade(notebook, assignment, as_json, timeout):
+    """Autograde one filled-in NOTEBOOK through nbgrader (hidden tests included) and print the points.
+
+    Exits 0 whenever grading ran, whatever the score.
+    """
+    a = _find_assignment(notebook, assignment)
+    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
+        sub = Path(tmp) / grading.STUDENT
+        sub.mkdir()
+        shutil.copy(notebook, sub / f"{grading.notebook_name(a)}.ipynb")
+        res = next(grading.grade_many(a, {grading.STUDENT: sub}, jobs=1, timeout=timeout))
+    tests = [dict(grade_id=g["grade_id"], points=float(g["auto_score"] or 0.0), max_points=float(g["max_score"]),
+                  message=res.messages.get(g["grade_id"], ""))
+             for g in res.grades if g["cell_type"] == "code"]
+    # Written answers: graded by hand, except an unchanged answer cell, which nbgrader scores 0.
+    manual = [dict(grade_id=g["grade_id"], points=None if g["needs_manual_grade"] else float(g["auto_score"] or 0),
+                   max_points=float(g["max_score"]),
+                   message="graded by hand" if g["needs_manual_grade"] else "not answered")
+              for g in res.grades if g["cell_type"] != "code"]
+    out = dict(total=round(sum(t["points"] for t in tests), 4), max_total=sum(t["max_points"] for t in tests),
+               tests=tests, manual=manual, flags=res.flags)
+    if not res.success:
+        out["error"] = grading.summarize_error(res.error)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not res.success:
+        click.echo(f"Grading failed: {out['error']}")
+        return
+    rows = [[t["grade_id"], t["points"], t["max_points"]] for t in tests]
+    click.echo(_table(["test cell", "points", "max"], rows))
+    by_hand = sum(m["max_points"] for m in manual if m["points"] is None)
+    unanswered = sum(m["max_points"] for m in manual if m["points"] is not None)
+    click.echo(f"\nAutograded total: {out['total']:g} / {out['max_total']:g}"
+               + (f"; written answers worth {by_hand:g} points will be graded by hand" if by_hand else "")
+               + (f"; {unanswered:g} points of written answers not answered" if unanswered else ""))
+    for t in tests:
+        if t["points"] < t["max_points"] and t["message"]:
+            click.echo(f"\n{t['message']}")
+    for f in res.flags:
+        click.echo(f"flagged for review: {f}")
+
+
+# ----------------------------------------------------------------------------- autograde a class
+def _ensure_assignment(course: Path, assignment: str) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+    grading._ensure_path()
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            a = gb.find_assignment(assignment)
+            if a.notebooks:
+                return
+        except MissingEntry:
+            pass
+    with tempfile.TemporaryDirectory() as tmp:
+        grading.generate(assignment, course, Path(tmp))
+
+
+def autograde_class(course: Path, assignment: str, jobs: int, timeout: int, wall_limit: float):
+    """Grade every course/submitted/<student>/<assignment>/ and merge into course/gradebook.db."""
+    from tqdm import tqdm
+    subs = {p.parent.name: p for p in sorted((course / "submitted").glob(f"*/{assignment}")) if p.is_dir()}
+    if not subs:
+        raise click.UsageError(f"no submissions under {course / 'submitted'}/*/{assignment}/")
+    _ensure_assignment(course, assignment)
+    results = []
+    t0 = time.perf_counter()
+    with tqdm(total=len(subs), desc=f"autograde {assignment}", unit="submission", file=sys.stdout) as bar:
+        def progress(res):
+            bar.set_postfix_str(f"{res.student}: {'ok' if res.success else 'FAILED'}")
+            bar.update()
+        for res in grading.grade_many(assignment, subs, jobs=jobs, timeout=timeout, wall_limit=wall_limit,
+                                      progress=progress, keep=course / "autograded"):
+            grading.merge(course, assignment, res)
+            results.append(res)
+    return results, time.perf_counter() - t0
+
+
+def _report(course: Path, assignment: str, results, seconds: float) -> None:
+    header, rows = grading.gradebook_rows(course, assignment)
+    click.echo(f"\nGradebook: {assignment} ({course / 'gradebook.db'})\n")
+    click.echo(_table(_short_header(header), rows))
+    problems = [r for r in results if not r.success or r.flags]
+    if problems:
+        click.echo("\nNeeds attention:")
+        for r in sorted(problems, key=lambda r: r.student):
+            if not r.success:
+                why = grading.summarize_error(r.error)[:160]
+                click.echo(f"  {r.student}: could not be graded ({why}); recorded with 0 auto points, flagged")
+            for f in r.flags:
+                click.echo(f"  {r.student}: flagged: {f}")
+    n = len(results)
+    click.echo(f"\n{n} submission(s) graded in {seconds:.1f} s ({seconds / max(n, 1):.1f} s per submission).")
+
+
+@main.command()
+@click.argument("assignment")
+@click.option("--course-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Course directory holding submitted/ and gradebook.db.")
+@click.option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True, help="Submissions graded at once.")
+@click.option("--timeout", default=CELL_TIMEOUT, show_default=True, help="Seconds one cell may run.")
+@click.option("--wall-limit", default=900.0, show_default=True, help="Seconds one submission may take in all.")
+def autograde(assignment, course_dir, jobs, timeout, wall_limit):
+    """Autograde every submission of ASSIGNMENT under COURSE_DIR/submitted/ and print the gradebook."""
+    course = course_dir.resolve()
+    results, seconds = autograde_class(course, assignment, jobs, timeout, wall_limit)
+    _report(course, assignment, results, seconds)
+
+
+# ----------------------------------------------------------------------------- demo
+@main.command()
+@click.option("--course-dir", type=click.Path(file_okay=False, path_type=Path), default=REPO / ".demo",
+              show_default=True, help="Where the demo course is created (replaced if it exists).")
+@click.option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True)
+@click.option("--timeout", default=20, show_default=True, help="Seconds one cell may run.")
+def demo(course_dir, jobs, timeout):
+    """Release the assignments, autograde the bundled sample class, print the gradebook."""
+    import nbformat
+
+    from .samples import build
+    from .samples.m01 import ASSIGNMENT, samples
+
+    course = course_dir.resolve()
+    if course.exists():
+        shutil.rmtree(course)
+    course.mkdir(parents=True)
+    from .config import config_file_text
+    (course / "nbgrader_config.py").write_text(config_file_text(course, SOLUTIONS, course / "release", timeout))
+    click.echo(f"Demo course: {course}\n1. Releasing the assignments (nbgrader generate_assignment)")
+    for a in grading.assignments():
+        grading.generate(a, course, course / "release", timeout)
+        click.echo(f"   released {a} -> {course / 'release' / a}")
+    nb_name = grading.notebook_name(ASSIGNMENT)
+    released = nbformat.read(course / "release" / ASSIGNMENT / f"{nb_name}.ipynb", as_version=4)
+    click.echo("2. Sample submissions")
+    for s in samples():
+        dest = course / "submitted" / s.student / ASSIGNMENT
+        dest.mkdir(parents=True)
+        nbformat.write(build(released, s), dest / f"{nb_name}.ipynb")
+        click.echo(f"   {s.student:4s} {s.story}")
+    click.echo("3. Autograding")
+    results, seconds = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
+    _report(course, ASSIGNMENT, results, seconds)
+    click.echo(f"\nnbgrader works on this course as usual, e.g.:\n  cd {course} && nbgrader generate_feedback "
+               f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make lab`).")

@@ -1,0 +1,52 @@
+"""The course's nbgrader configuration, in one place.
+
+The repository root's ``nbgrader_config.py`` applies it, so standard nbgrader commands run from the
+repository root use ``solutions/`` as the source directory and ``notebooks/`` as the release directory.
+``bncourse`` writes the same configuration into the temporary course directories it grades in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SOLUTIONS = REPO / "solutions"
+RELEASE = REPO / "notebooks"
+
+#: Seconds one notebook cell may run before nbgrader interrupts it (an infinite loop scores 0, the
+#: notebook goes on). The slowest graded cell takes ~3 s on a 2-core CPU.
+CELL_TIMEOUT = 60
+
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def apply(c, root: str | Path = REPO, source: str | Path = SOLUTIONS, release: str | Path = RELEASE,
+          timeout: int = CELL_TIMEOUT) -> None:
+    """Fill a traitlets ``Config`` (``c = get_config()`` in an nbgrader_config.py) for a course at ``root``.
+
+    ``source`` and ``release`` may be absolute, so a temporary course can grade against the repository's
+    ``solutions/`` without copying it.
+    """
+    c.CourseDirectory.root = str(root)
+    c.CourseDirectory.source_directory = str(source)
+    c.CourseDirectory.release_directory = str(release)
+    c.CourseDirectory.db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
+    c.ClearSolutions.code_stub = {"python": CODE_STUB}
+    c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+    c.Execute.timeout = int(timeout)
+    c.Execute.interrupt_on_timeout = True
+    # A learner who deletes a test cell gets it back (and its points are still graded).
+    c.OverwriteCells.add_missing_cells = True
+    # Learners cannot skip the hidden tests by deleting cells, nor change points/grade_ids.
+    c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__"]
+
+
+def config_file_text(root: Path, source: Path = SOLUTIONS, release: Path | None = None,
+                     timeout: int = CELL_TIMEOUT) -> str:
+    """The text of an nbgrader_config.py for a course directory outside the repository."""
+    release = release if release is not None else root / "release"
+    return (
+        "# Written by bncourse: the course's nbgrader configuration (autograder/config.py).\n"
+        "from autograder.config import apply\n"
+        f"apply(get_config(), root={str(root)!r}, source={str(source)!r}, release={str(release)!r},"
+        f" timeout={int(timeout)})\n"
+    )
