@@ -1,4 +1,4 @@
-"""Batch normalization, NumPy backend: forward and hand-written backward.
+"""Batch normalization: forward and hand-written backward, one implementation for NumPy and PyTorch.
 
 Source: S. Ioffe and C. Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing
 Internal Covariate Shift", ICML 2015 (arXiv:1502.03167), Algorithm 1 (the transform) and Algorithm 2
@@ -10,15 +10,17 @@ Internal Covariate Shift", ICML 2015 (arXiv:1502.03167), Algorithm 1 (the transf
 * ``momentum`` weights the NEW statistic: ``running = (1 - momentum) * running + momentum * batch``;
 * ``eps`` is added inside the square root.
 
-Float32 and float16 inputs accumulate their statistics in float64 and use the two-pass (shifted)
-variance, so inputs whose mean lies far from zero do not lose precision to E[x^2] - E[x]^2 cancellation.
+Precision: float16 and bfloat16 inputs are normalized in float32; statistics use the two-pass (shifted)
+variance, accumulated in float64 (NumPy, torch on the CPU) or float32 (torch on CUDA, whose reductions
+are tree-shaped), so inputs whose mean lies far from zero keep their precision.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
+from ._backend import ops_for
 from ._checks import check_channel_vector, check_features, check_finite, check_scalar
 
 __all__ = ["BatchNormSaved", "batch_norm_forward", "batch_norm_backward"]
@@ -29,28 +31,40 @@ class BatchNormSaved:
     """What the forward pass keeps for the backward pass.
 
     Attributes:
-        xhat: normalized input, shape (N, C, L) with L the product of the spatial sizes (1 for (N, C)),
-            dtype of the computation (float32 or float64).
-        invstd: 1 / sqrt(var + eps) per channel, shape (C,), float64. ``var`` is the biased batch
-            variance in training mode and ``running_var`` in eval mode.
+        xhat: normalized input in the computation layout: (N, C, L) with L the product of the spatial
+            sizes (1 for (N, C)), or (N, H, W, C) for a channels_last torch tensor; float32 or float64.
+        invstd: 1 / sqrt(var + eps) per channel, shape (C,), in the accumulation dtype. ``var`` is the
+            biased batch variance in training mode and ``running_var`` in eval mode.
         weight: gamma, shape (C,), or None when the layer has no scale.
         has_bias: whether a beta was given (then dbias is returned).
         training: whether the batch statistics were used (they depend on x, which changes dx).
+        channels_last: whether xhat is in the (N, H, W, C) layout.
         shape, dtype: the input's shape and dtype, for the shapes and dtypes of the gradients.
     """
 
-    xhat: np.ndarray
-    invstd: np.ndarray
-    weight: np.ndarray | None
+    xhat: Any
+    invstd: Any
+    weight: Any
     has_bias: bool
     training: bool
+    channels_last: bool
     shape: tuple
-    dtype: np.dtype
+    dtype: Any
 
 
-def _compute_dtype(dtype) -> type:
-    # float16 has too little range and precision for the normalization itself.
-    return np.float64 if dtype == np.float64 else np.float32
+def _layout(ops, x, channels_last: bool):
+    """A view of x with channels where per-channel reductions are cheap, and the axes to reduce."""
+    if channels_last:
+        return x.permute(0, 2, 3, 1), (0, 1, 2), (lambda a: a)          # (N, H, W, C): C is the fast axis
+    return x.reshape(x.shape[0], x.shape[1], -1), (0, 2), (lambda a: a[None, :, None])
+
+
+def _restore(y, shape, channels_last: bool):
+    return y.permute(0, 3, 1, 2) if channels_last else y.reshape(shape)
+
+
+def _no_grad(ops):
+    return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -59,7 +73,9 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     y = (x - mean) / sqrt(var + eps) * weight + bias, per channel.
 
     Args:
-        x: input, shape (N, C) or (N, C, *spatial), float16/float32/float64 ``numpy.ndarray``.
+        x: input, shape (N, C) or (N, C, *spatial); a ``numpy.ndarray`` (float16/32/64) or a
+            ``torch.Tensor`` on any device (float16/bfloat16/float32/float64). Every other array argument
+            must be of the same kind and on the same device.
         weight: gamma, shape (C,), or None for no scale.
         bias: beta, shape (C,), or None for no shift.
         running_mean: shape (C,), or None. Updated IN PLACE in training mode.
@@ -70,69 +86,65 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         eps: added to the variance inside the square root, > 0. Default 1e-5.
 
     Returns:
-        (y, saved): y with the shape and dtype of x, and a :class:`BatchNormSaved` for
-        :func:`batch_norm_backward`.
+        (y, saved): y with the shape, dtype and (torch) memory format of x, and a :class:`BatchNormSaved`
+        for :func:`batch_norm_backward`. No autograd graph is recorded (see ``bnlib.nn`` for modules).
 
     Raises:
-        TypeError: an argument is not a numpy.ndarray, or has a non-floating (e.g. integer) dtype.
+        TypeError: an argument is not an array of x's kind, or has a non-floating (e.g. integer) dtype.
         ValueError: x has fewer than 2 dimensions or is empty; a per-channel argument is not of shape
-            (C,); only one value per channel in training mode; running statistics missing in eval mode;
-            momentum or eps out of range; x contains NaN or Inf.
+            (C,) or not on x's device; only one value per channel in training mode; running statistics
+            missing in eval mode; momentum or eps out of range; x contains NaN or Inf.
 
     Shape:
         x, y: (N, C) or (N, C, *spatial); weight, bias, running_mean, running_var: (C,).
     """
-    c, m = check_features(x)
-    weight = check_channel_vector("weight", weight, c)
-    bias = check_channel_vector("bias", bias, c)
-    running_mean = check_channel_vector("running_mean", running_mean, c)
-    running_var = check_channel_vector("running_var", running_var, c)
+    ops = ops_for(x)
+    c, m = check_features(ops, x)
+    weight = check_channel_vector(ops, "weight", weight, x)
+    bias = check_channel_vector(ops, "bias", bias, x)
+    running_mean = check_channel_vector(ops, "running_mean", running_mean, x)
+    running_var = check_channel_vector(ops, "running_var", running_var, x)
     momentum = check_scalar("momentum", momentum, 0.0, 1.0)
-    eps = check_scalar("eps", eps, 0.0, np.inf, low_open=True)
+    eps = check_scalar("eps", eps, 0.0, float("inf"), low_open=True)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
+    if training and m == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
+    if not training and running_mean is None:
+        raise ValueError("running_mean and running_var are required in eval mode (training=False)")
 
-    cdtype = _compute_dtype(x.dtype)
-    x3 = x.reshape(x.shape[0], c, -1)  # (N, C, L): one code path for (N, C) and (N, C, *spatial)
-    axes = (0, 2)
-
-    if training:
-        if m == 1:
-            raise ValueError(
-                f"Expected more than 1 value per channel when training, got input of shape {x.shape}"
-            )
-        mean = x3.mean(axis=axes, dtype=np.float64)
-        check_finite("x", mean)
-        centered = x3.astype(cdtype, copy=True)
-        centered -= mean.astype(cdtype)[None, :, None]
-        # Two-pass variance of the centered values: no E[x^2] - E[x]^2 cancellation.
-        var = np.square(centered).mean(axis=axes, dtype=np.float64)
-        check_finite("x", var)
-        if running_mean is not None:
-            running_mean *= 1.0 - momentum
-            running_mean += (momentum * mean).astype(running_mean.dtype)
-            running_var *= 1.0 - momentum
-            running_var += (momentum * var * (m / (m - 1))).astype(running_var.dtype)
-    else:
-        if running_mean is None:
-            raise ValueError("running_mean and running_var are required in eval mode (training=False)")
-        check_finite("x", x3.sum(axis=axes, dtype=np.float64))
-        var = running_var.astype(np.float64)
-        centered = x3.astype(cdtype, copy=True)
-        centered -= running_mean.astype(cdtype)[None, :, None]
-
-    invstd = 1.0 / np.sqrt(var + eps)
-    xhat = centered
-    xhat *= invstd.astype(cdtype)[None, :, None]
-    y = xhat.copy()  # xhat stays saved for the backward pass
-    if weight is not None:
-        y *= weight.astype(cdtype)[None, :, None]
-    if bias is not None:
-        y += bias.astype(cdtype)[None, :, None]
+    cdt, acc = ops.compute_dtype(x), ops.acc_dtype(x)
+    channels_last = ops.channels_last(x)
+    xv, axes, per_channel = _layout(ops, x, channels_last)
+    with _no_grad(ops):
+        if training:
+            mean = ops.sum(xv, axes, acc) / m
+            check_finite(ops, "x", mean)
+            centered = ops.copy_as(xv, cdt)
+            centered -= per_channel(ops.astype(mean, cdt))
+            var = ops.dot(centered, centered, axes, acc) / m   # two-pass: no E[x^2] - E[x]^2 cancellation
+            check_finite(ops, "x", var)
+            if running_mean is not None:
+                running_mean *= 1.0 - momentum
+                running_mean += ops.astype(momentum * mean, running_mean.dtype)
+                running_var *= 1.0 - momentum
+                running_var += ops.astype(momentum * var * (m / (m - 1)), running_var.dtype)
+        else:
+            check_finite(ops, "x", ops.sum(xv, axes, acc))
+            var = ops.astype(running_var, acc)
+            centered = ops.copy_as(xv, cdt)
+            centered -= per_channel(ops.astype(running_mean, cdt))
+        invstd = 1.0 / ops.sqrt(var + eps)
+        xhat = centered
+        xhat *= per_channel(ops.astype(invstd, cdt))
+        y = xhat * per_channel(ops.astype(weight, cdt)) if weight is not None else ops.copy_as(xhat, cdt)
+        if bias is not None:
+            y += per_channel(ops.astype(bias, cdt))
+        y = ops.astype(_restore(y, x.shape, channels_last), x.dtype)
     saved = BatchNormSaved(xhat=xhat, invstd=invstd, weight=weight, has_bias=bias is not None,
-                           training=bool(training),
-                           shape=x.shape, dtype=x.dtype)
-    return y.reshape(x.shape).astype(x.dtype, copy=False), saved
+                           training=bool(training), channels_last=channels_last, shape=tuple(x.shape),
+                           dtype=x.dtype)
+    return y, saved
 
 
 def batch_norm_backward(dy, saved: BatchNormSaved):
@@ -146,10 +158,10 @@ def batch_norm_backward(dy, saved: BatchNormSaved):
         dx      = weight * invstd * dy                                        (eval mode)
 
     The training-mode formula is the chain rule through Algorithm 1 of Ioffe & Szegedy (2015),
-    Section 3, with the sums collected; see Module 01 for the derivation.
+    Section 3, with the sums collected; Module 01 derives it.
 
     Args:
-        dy: upstream gradient, same shape as the forward input, floating ``numpy.ndarray``.
+        dy: upstream gradient, same shape as the forward input, floating array of the same kind.
         saved: the :class:`BatchNormSaved` returned by :func:`batch_norm_forward`.
 
     Returns:
@@ -157,31 +169,34 @@ def batch_norm_backward(dy, saved: BatchNormSaved):
         dtype of x, each None when the forward pass had no weight (resp. no bias).
 
     Raises:
-        TypeError: dy is not a floating numpy.ndarray, or saved is not a BatchNormSaved.
+        TypeError: dy is not a floating array of x's kind, or saved is not a BatchNormSaved.
         ValueError: dy's shape differs from the forward input's.
     """
     if not isinstance(saved, BatchNormSaved):
         raise TypeError(f"saved must be the BatchNormSaved from batch_norm_forward, got {type(saved).__name__}")
-    check_features(dy)
-    if dy.shape != saved.shape:
-        raise ValueError(f"dy must have the forward input's shape {saved.shape}, got {dy.shape}")
+    ops = ops_for(dy)
+    check_features(ops, dy)
+    if tuple(dy.shape) != saved.shape:
+        raise ValueError(f"dy must have the forward input's shape {saved.shape}, got {tuple(dy.shape)}")
     xhat = saved.xhat
-    n, c, l = xhat.shape
-    m = n * l
-    dy3 = dy.reshape(n, c, l)
-    axes = (0, 2)
-    dbias = dy3.sum(axis=axes, dtype=np.float64)
-    dweight = np.einsum("ncl,ncl->c", dy3, xhat, dtype=np.float64, casting="unsafe")
-    scale = saved.invstd if saved.weight is None else saved.invstd * saved.weight
-    cdtype = xhat.dtype
-    if saved.training:
-        dx = xhat * (-dweight / m).astype(cdtype)[None, :, None]
-        dx += dy3
-        dx -= (dbias / m).astype(cdtype)[None, :, None]
-        dx *= scale.astype(cdtype)[None, :, None]
-    else:
-        dx = dy3 * scale.astype(cdtype)[None, :, None]
-    dx = dx.reshape(saved.shape).astype(saved.dtype, copy=False)
-    dweight = None if saved.weight is None else dweight.astype(saved.dtype)
-    dbias = dbias.astype(saved.dtype) if saved.has_bias else None
+    m = 1
+    for s in saved.shape:
+        m *= s
+    m //= saved.shape[1]
+    cdt, acc = xhat.dtype, saved.invstd.dtype
+    dyv, axes, per_channel = _layout(ops, dy, saved.channels_last)
+    with _no_grad(ops):
+        dbias = ops.sum(dyv, axes, acc)
+        dweight = ops.dot(ops.astype(dyv, cdt), xhat, axes, acc)
+        scale = saved.invstd if saved.weight is None else saved.invstd * ops.astype(saved.weight, acc)
+        if saved.training:
+            dx = xhat * per_channel(ops.astype(-dweight / m, cdt))
+            dx += dyv
+            dx -= per_channel(ops.astype(dbias / m, cdt))
+            dx *= per_channel(ops.astype(scale, cdt))
+        else:
+            dx = ops.astype(dyv, cdt) * per_channel(ops.astype(scale, cdt))
+        dx = ops.astype(_restore(dx, saved.shape, saved.channels_last), saved.dtype)
+        dweight = None if saved.weight is None else ops.astype(dweight, saved.dtype)
+        dbias = ops.astype(dbias, saved.dtype) if saved.has_bias else None
     return dx, dweight, dbias
