@@ -16,6 +16,7 @@ import pytest
 
 from autograder import grading
 from autograder.bank import apply_bug, solution_sources
+from autograder.bank import m02
 from autograder.bank.m01 import ASSIGNMENT, BUGS, CORRECT_VARIANTS
 from autograder.config import RELEASE, REPO, config_file_text
 from autograder.samples import Sample, build, strip_markers
@@ -33,31 +34,49 @@ def run(*args, cwd=REPO):
                           timeout=1800)
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
+def grade_class(root, assignment, bank, extra=()):
+    """Submissions for the reference, the release notebook, each correct variant and each bug (plus
+    ``extra`` samples), autograded in one `bncourse autograde` run; returns the gradebook as a dict."""
+    nb = grading.notebook_name(assignment)
     (root / "nbgrader_config.py").write_text(config_file_text(root))
-    released = nbformat.read(RELEASE / ASSIGNMENT / f"{NB}.ipynb", as_version=4)
-    ref = {k: strip_markers(v) for k, v in solution_sources(ASSIGNMENT).items()}
-    learners = {s.student: s for s in samples()}
+    released = nbformat.read(RELEASE / assignment / f"{nb}.ipynb", as_version=4)
+    ref = {k: strip_markers(v) for k, v in solution_sources(assignment).items()}
+    learners = {s.student: s for s in extra}
     learners["reference"] = Sample("reference", "", sources=ref)
     learners["blank"] = Sample("blank", "")
-    for name, variant in CORRECT_VARIANTS.items():
+    for name, variant in bank.CORRECT_VARIANTS.items():
         learners[f"variant_{name}"] = Sample(name, "", sources={**ref, **variant})
-    for bug in BUGS:
+    for bug in bank.BUGS:
         learners[f"bug_{bug.name}"] = Sample(bug.name, "", sources=apply_bug(ref, bug))
     digests = {}
     for student, sample in learners.items():
-        dest = root / "submitted" / student / ASSIGNMENT
+        dest = root / "submitted" / student / assignment
         dest.mkdir(parents=True)
-        nbformat.write(build(released, sample), dest / f"{NB}.ipynb")
-        digests[student] = hashlib.sha256((dest / f"{NB}.ipynb").read_bytes()).hexdigest()
-    proc = run("autograde", ASSIGNMENT, "--course-dir", str(root), "--timeout", "10", "--jobs", "2")
+        nbformat.write(build(released, sample), dest / f"{nb}.ipynb")
+        digests[student] = hashlib.sha256((dest / f"{nb}.ipynb").read_bytes()).hexdigest()
+    proc = run("autograde", assignment, "--course-dir", str(root), "--timeout", "10", "--jobs", "2")
     print(proc.stdout[-6000:])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    header, rows = grading.gradebook_rows(root, ASSIGNMENT)
+    header, rows = grading.gradebook_rows(root, assignment)
     table = {r[0]: dict(zip(header, r)) for r in rows}
     return root, learners, table, digests, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    import autograder.bank.m01 as m01
+    return grade_class(tmp_path_factory.mktemp("course"), ASSIGNMENT, m01, samples())
+
+
+def test_module02_bank_through_nbgrader(tmp_path):
+    _, _, table, _, _ = grade_class(tmp_path, m02.ASSIGNMENT, m02)
+    top = auto_total(table["reference"])
+    assert top == 20.0
+    for name in m02.CORRECT_VARIANTS:
+        assert auto_total(table[f"variant_{name}"]) == top, name
+    assert table["blank"]["total"] == 0.0
+    kept = [b.name for b in m02.BUGS if auto_total(table[f"bug_{b.name}"]) >= top]
+    assert not kept, f"bugs that kept full marks: {kept}"
 
 
 def auto_total(row):

@@ -21,7 +21,7 @@ def source_nb(a):
 
 
 def test_every_module_notebook_present():
-    assert "01_batchnorm_numpy" in ASSIGNMENTS
+    assert {"01_batchnorm_numpy", "02_batchnorm_pytorch"} <= set(ASSIGNMENTS)
 
 
 @pytest.mark.parametrize("a", ASSIGNMENTS)
@@ -60,9 +60,12 @@ def test_release_notebooks_are_up_to_date():
 def test_release_hides_solutions_and_hidden_tests(a):
     text = "\n".join(c.source for c in nbformat.read(next((RELEASE / a).glob("*.ipynb")), as_version=4).cells)
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
-    assert "seed=1502" not in text  # hidden tests' arguments
+    for cell in source_nb(a).cells:  # nothing between the hidden-test markers survives the release
+        if "### BEGIN HIDDEN TESTS" in cell.source:
+            hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+            assert all(line not in text for line in hidden.strip().splitlines() if "hidden=True" in line)
     assert text.count("raise NotImplementedError()") == sum(
-        1 for c in source_nb(a).cells if c.cell_type == "code" and c.metadata["nbgrader"].get("solution"))
+        c.source.count("### BEGIN SOLUTION") for c in source_nb(a).cells if c.cell_type == "code")
 
 
 @pytest.mark.slow
@@ -89,6 +92,6 @@ def test_solution_notebook_runs_top_to_bottom(a, tmp_path):
         if meta.get("grade"):
             result = [o for o in cell.outputs if o.output_type == "execute_result"]
             assert result and float(result[0].data["text/plain"]) == float(meta["points"]), meta["grade_id"]
-    assert images >= 3, "figures: graph, speed, experiment"
+    assert images >= 1, "each module shows at least one figure"
     # Run time is reported, not asserted (no timed asserts): see the issue notes for measured figures.
     print(f"{a}: ran top to bottom in {seconds:.1f} s")

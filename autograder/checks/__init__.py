@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["CheckFailure", "Report", "call_learner", "compare", "forbidden_uses", "norm_rel_error"]
+__all__ = ["CheckFailure", "Report", "call_learner", "compare", "forbidden_uses", "guard", "norm_rel_error"]
 
 FORBIDDEN_ROOTS = ("bnlib", "torch", "autograder")
 
@@ -48,10 +48,14 @@ def compare(what: str, actual, expected, tol: float, hint: str | None = None) ->
     """Raise CheckFailure unless ``actual`` has expected's shape and is within ``tol`` (normwise)."""
     if actual is None:
         raise CheckFailure(f"{what} is None")
+    if hasattr(actual, "detach") and hasattr(actual, "cpu"):  # a torch tensor (duck-typed: no torch import)
+        actual = actual.detach().cpu()
+        actual = actual.double() if actual.is_floating_point() else actual
+        actual = actual.numpy()
     try:
         a = np.asarray(actual)
-    except Exception:  # e.g. a torch tensor that needs grad
-        raise CheckFailure(f"{what} is a {type(actual).__name__}, expected a numpy.ndarray")
+    except Exception:
+        raise CheckFailure(f"{what} is a {type(actual).__name__}, expected an array")
     if a.dtype == object or not np.issubdtype(a.dtype, np.number):
         raise CheckFailure(f"{what} has dtype {a.dtype}, expected a floating array")
     if a.shape != np.shape(expected):
@@ -114,6 +118,15 @@ def _imported_modules(code: types.CodeType) -> set[str]:
     return mods
 
 
+def _attr_names(code: types.CodeType) -> set[str]:
+    """Attribute names the code reads (obj.name), nested functions included."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_ATTR", "LOAD_METHOD")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _attr_names(const)
+    return names
+
+
 def _root(obj) -> str | None:
     if isinstance(obj, types.ModuleType):
         return obj.__name__.split(".")[0]
@@ -123,22 +136,33 @@ def _root(obj) -> str | None:
     return None
 
 
-def forbidden_uses(fn, roots=FORBIDDEN_ROOTS, _depth: int = 0, _seen=None) -> list[str]:
-    """Names through which ``fn`` reaches a forbidden package (bnlib, torch, the autograder).
+def forbidden_uses(fn, roots=FORBIDDEN_ROOTS, attrs=(), _depth: int = 0, _seen=None) -> list[str]:
+    """Names through which ``fn`` (a function or a class) reaches forbidden code.
 
-    Follows global names in the function's code (nested functions included) and, two levels deep, the
-    learner's own helper functions. Dynamic imports (``__import__``, ``importlib``) are reported too.
+    ``roots``: packages forbidden entirely (bnlib, the autograder; torch in NumPy modules). ``attrs``:
+    attribute names forbidden on anything (e.g. ``batch_norm`` in ``F.batch_norm``). Follows global names
+    in the code (nested functions included), imports inside the body, the learner's own helper functions
+    two levels deep, and for a class its methods and base classes. ``__import__``/``importlib`` are reported.
     """
     seen = set() if _seen is None else _seen
     if id(fn) in seen:
         return []
     seen.add(id(fn))
+    if isinstance(fn, type):
+        found = [f"base class {b.__module__}.{b.__name__}" for b in fn.__mro__[1:]
+                 if _root(b) in roots or (b.__module__ or "").startswith("torch.nn.modules.batchnorm")]
+        for member in vars(fn).values():
+            member = getattr(member, "__func__", member)  # staticmethod / classmethod
+            if isinstance(member, types.FunctionType):
+                found += forbidden_uses(member, roots, attrs, _depth, seen)
+        return found
     if _root(fn) in roots:
         return [f"{getattr(fn, '__name__', fn)} (from {fn.__module__})"]
     code = getattr(fn, "__code__", None)
     if code is None:
         return []
     found = [f"import {mod}" for mod in sorted(_imported_modules(code)) if mod.split(".")[0] in roots]
+    found += [f".{name}" for name in sorted(_attr_names(code) & set(attrs))]
     glb = getattr(fn, "__globals__", {})
     for name in sorted(_code_names(code)):
         if name in ("__import__", "importlib", "exec", "eval", "compile"):
@@ -150,9 +174,29 @@ def forbidden_uses(fn, roots=FORBIDDEN_ROOTS, _depth: int = 0, _seen=None) -> li
         root = _root(obj)
         if root in roots:
             found.append(f"{name} ({root})")
-        elif isinstance(obj, types.FunctionType) and _depth < 2:
-            found += forbidden_uses(obj, roots, _depth + 1, seen)
+        elif name in attrs and root is not None:  # e.g. `from torch.nn.functional import batch_norm`
+            found.append(f"{name} ({obj.__module__})")
+        elif isinstance(obj, (types.FunctionType, type)) and _depth < 2 and obj is not fn:
+            if isinstance(obj, type) and not (obj.__module__ or "").startswith(("__main__", "builtins")) \
+                    and _root(obj) not in roots:
+                if (obj.__module__ or "").startswith("torch.nn.modules.batchnorm"):
+                    found.append(f"{name} ({obj.__module__})")
+                continue
+            found += forbidden_uses(obj, roots, attrs, _depth + 1, seen)
     return found
+
+
+def guard(report: "Report", *objs, roots=FORBIDDEN_ROOTS, attrs=(), how: str = "in NumPy"):
+    """Zero the report (and return its score) when an object is missing or delegates to forbidden code."""
+    for obj in objs:
+        if not callable(obj):
+            return report.zero(f"expected a function or class, got {type(obj).__name__}")
+        bad = forbidden_uses(obj, roots, attrs)
+        if bad:
+            return report.zero(
+                f"{getattr(obj, '__name__', 'this')} must be written {how} by you; it uses {', '.join(bad)}. "
+                "Delegating to bnlib, to a built-in batch norm or to the autograder earns no credit here.")
+    return None
 
 
 @dataclass
