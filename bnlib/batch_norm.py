@@ -28,21 +28,27 @@ __all__ = ["BatchNormSaved", "batch_norm_forward", "batch_norm_backward"]
 
 @dataclass(frozen=True)
 class BatchNormSaved:
-    """What the forward pass keeps for the backward pass.
+    """What the forward pass keeps for the backward pass: the input itself and two vectors per channel.
+
+    Keeping x (which the caller holds anyway) rather than the normalized xhat saves writing a tensor in
+    the forward pass; the backward pass recomputes x - mean on the fly.
 
     Attributes:
-        xhat: normalized input in the computation layout: (N, C, L) with L the product of the spatial
-            sizes (1 for (N, C)), or (N, H, W, C) for a channels_last torch tensor; float32 or float64.
-        invstd: 1 / sqrt(var + eps) per channel, shape (C,), in the accumulation dtype. ``var`` is the
-            biased batch variance in training mode and ``running_var`` in eval mode.
+        x: the input in the computation layout: (N, C, L) with L the product of the spatial sizes (1 for
+            (N, C)), or (N, H, W, C) for a channels_last torch tensor; x's dtype.
+        mean: per-channel mean used to normalize, shape (C,), accumulation dtype (float64, or float32
+            on CUDA): the batch mean in training mode, ``running_mean`` in eval mode.
+        invstd: 1 / sqrt(var + eps) per channel, shape (C,), accumulation dtype, with var the biased
+            batch variance in training mode and ``running_var`` in eval mode.
         weight: gamma, shape (C,), or None when the layer has no scale.
         has_bias: whether a beta was given (then dbias is returned).
         training: whether the batch statistics were used (they depend on x, which changes dx).
-        channels_last: whether xhat is in the (N, H, W, C) layout.
+        channels_last: whether x is in the (N, H, W, C) layout.
         shape, dtype: the input's shape and dtype, for the shapes and dtypes of the gradients.
     """
 
-    xhat: Any
+    x: Any
+    mean: Any
     invstd: Any
     weight: Any
     has_bias: bool
@@ -51,12 +57,21 @@ class BatchNormSaved:
     shape: tuple
     dtype: Any
 
+    def normalized(self):
+        """xhat = (x - mean) * invstd with the input's shape, in the accumulation dtype (for checks)."""
+        ops = ops_for(self.x)  # a slow, plain broadcast: this is for tests and teaching, not the hot path
+        pc = (lambda a: a) if self.channels_last else (lambda a: a[None, :, None])  # x is (N, H, W, C) or (N, C, L)
+        xhat = (ops.astype(self.x, self.invstd.dtype) - pc(self.mean)) * pc(self.invstd)
+        return _restore(xhat, self.shape, self.channels_last)
+
 
 def _layout(ops, x, channels_last: bool):
-    """A view of x with channels where per-channel reductions are cheap, and the axes to reduce."""
+    """A view of x with channels where per-channel reductions are cheap, the axes to reduce, and how a
+    per-channel (C,) vector broadcasts against a block of that view."""
     if channels_last:
         return x.permute(0, 2, 3, 1), (0, 1, 2), (lambda a: a)          # (N, H, W, C): C is the fast axis
-    return x.reshape(x.shape[0], x.shape[1], -1), (0, 2), (lambda a: a[None, :, None])
+    xv = x.reshape(x.shape[0], x.shape[1], -1)
+    return xv, (0, 2), ops.per_channel(tuple(xv.shape)) or (lambda a: a[None, :, None])
 
 
 def _restore(y, shape, channels_last: bool):
@@ -65,6 +80,30 @@ def _restore(y, shape, channels_last: bool):
 
 def _no_grad(ops):
     return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
+
+
+def _batch_stats(ops, xv, axes, pc, m, cdt, acc):
+    """Per-channel mean and biased variance in one pass over x (per block: the block stays in cache).
+
+    Shifted sums: with K the mean of the first block, mean = K + sum(x - K) / m and
+    var = sum((x - K)^2) / m - (sum(x - K) / m)^2. K lies within a few standard deviations of the mean,
+    so nothing cancels (for a single block, as with torch, K is the mean: the two-pass formula).
+    """
+    first = ops.first(xv)
+    count = 1
+    for ax in axes:
+        count *= first.shape[ax]
+    shift = ops.astype(ops.sum(first, axes, acc) / count, cdt)
+    check_finite(ops, "x", shift)
+    shift_c = pc(shift)
+
+    def sums(xb):
+        d = xb - ops.fit(shift_c, xb)
+        return ops.sum(d, axes, acc), ops.dot(d, d, axes, acc)
+    s1, s2 = ops.reduce(sums, (xv,))
+    check_finite(ops, "x", s2)
+    mu = s1 / m
+    return ops.astype(shift, acc) + mu, s2 / m - mu * mu
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -115,15 +154,10 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
 
     cdt, acc = ops.compute_dtype(x), ops.acc_dtype(x)
     channels_last = ops.channels_last(x)
-    xv, axes, per_channel = _layout(ops, x, channels_last)
+    xv, axes, pc = _layout(ops, x, channels_last)
     with _no_grad(ops):
         if training:
-            mean = ops.sum(xv, axes, acc) / m
-            check_finite(ops, "x", mean)
-            centered = ops.copy_as(xv, cdt)
-            centered -= per_channel(ops.astype(mean, cdt))
-            var = ops.dot(centered, centered, axes, acc) / m   # two-pass: no E[x^2] - E[x]^2 cancellation
-            check_finite(ops, "x", var)
+            mean, var = _batch_stats(ops, xv, axes, pc, m, cdt, acc)
             if running_mean is not None:
                 running_mean *= 1.0 - momentum
                 running_mean += ops.astype(momentum * mean, running_mean.dtype)
@@ -131,17 +165,20 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
                 running_var += ops.astype(momentum * var * (m / (m - 1)), running_var.dtype)
         else:
             check_finite(ops, "x", ops.sum(xv, axes, acc))
-            var = ops.astype(running_var, acc)
-            centered = ops.copy_as(xv, cdt)
-            centered -= per_channel(ops.astype(running_mean, cdt))
+            mean, var = ops.astype(running_mean, acc), ops.astype(running_var, acc)
         invstd = 1.0 / ops.sqrt(var + eps)
-        xhat = centered
-        xhat *= per_channel(ops.astype(invstd, cdt))
-        y = xhat * per_channel(ops.astype(weight, cdt)) if weight is not None else ops.copy_as(xhat, cdt)
-        if bias is not None:
-            y += per_channel(ops.astype(bias, cdt))
-        y = ops.astype(_restore(y, x.shape, channels_last), x.dtype)
-    saved = BatchNormSaved(xhat=xhat, invstd=invstd, weight=weight, has_bias=bias is not None,
+        scale = invstd if weight is None else invstd * ops.astype(weight, acc)
+        mean_c, scale_c = pc(ops.astype(mean, cdt)), pc(ops.astype(scale, cdt))
+        bias_c = None if bias is None else pc(ops.astype(bias, cdt))
+
+        def normalize(xb, out):  # y = (x - mean) * (weight * invstd) + bias, one block at a time
+            yb = ops.sub(xb, ops.fit(mean_c, xb), out)
+            yb *= ops.fit(scale_c, xb)
+            if bias_c is not None:
+                yb += ops.fit(bias_c, xb)
+            return yb
+        y = _restore(ops.map(normalize, (xv,), x.dtype, cdt), x.shape, channels_last)
+    saved = BatchNormSaved(x=xv, mean=mean, invstd=invstd, weight=weight, has_bias=bias is not None,
                            training=bool(training), channels_last=channels_last, shape=tuple(x.shape),
                            dtype=x.dtype)
     return y, saved
@@ -178,25 +215,37 @@ def batch_norm_backward(dy, saved: BatchNormSaved):
     check_features(ops, dy)
     if tuple(dy.shape) != saved.shape:
         raise ValueError(f"dy must have the forward input's shape {saved.shape}, got {tuple(dy.shape)}")
-    xhat = saved.xhat
     m = 1
-    for s in saved.shape:
-        m *= s
+    for size in saved.shape:
+        m *= size
     m //= saved.shape[1]
-    cdt, acc = xhat.dtype, saved.invstd.dtype
-    dyv, axes, per_channel = _layout(ops, dy, saved.channels_last)
+    acc = saved.invstd.dtype
+    cdt = ops.compute_dtype(saved.x)
+    dyv, axes, pc = _layout(ops, dy, saved.channels_last)
+    mean_c = pc(ops.astype(saved.mean, cdt))
     with _no_grad(ops):
-        dbias = ops.sum(dyv, axes, acc)
-        dweight = ops.dot(ops.astype(dyv, cdt), xhat, axes, acc)
+        def sums(dyb, xb):  # sum(dy) and sum(dy * (x - mean)) per channel, without materializing xhat
+            return ops.sum(dyb, axes, acc), ops.dot(ops.astype(dyb, cdt), xb - ops.fit(mean_c, xb), axes, acc)
+        sum_dy, sum_dy_xc = ops.reduce(sums, (dyv, saved.x))
+        dbias, dweight = sum_dy, sum_dy_xc * saved.invstd
         scale = saved.invstd if saved.weight is None else saved.invstd * ops.astype(saved.weight, acc)
+        scale_c = pc(ops.astype(scale, cdt))
         if saved.training:
-            dx = xhat * per_channel(ops.astype(-dweight / m, cdt))
-            dx += dyv
-            dx -= per_channel(ops.astype(dbias / m, cdt))
-            dx *= per_channel(ops.astype(scale, cdt))
+            # dx = scale * (dy - sum(dy)/m - (x - mean) * invstd^2 * sum(dy * (x - mean))/m)
+            k1 = pc(ops.astype(sum_dy / m, cdt))
+            k2 = pc(ops.astype(saved.invstd * saved.invstd * sum_dy_xc / m, cdt))
+
+            def grad(dyb, xb, out):
+                t = xb - ops.fit(mean_c, xb)
+                t *= ops.fit(k2, xb)
+                t += ops.fit(k1, xb)
+                dxb = ops.sub(dyb, t, out)
+                dxb *= ops.fit(scale_c, xb)
+                return dxb
+            dx = ops.map(grad, (dyv, saved.x), saved.dtype, cdt)
         else:
-            dx = ops.astype(dyv, cdt) * per_channel(ops.astype(scale, cdt))
-        dx = ops.astype(_restore(dx, saved.shape, saved.channels_last), saved.dtype)
+            dx = ops.map(lambda dyb, out: ops.mul(dyb, ops.fit(scale_c, dyb), out), (dyv,), saved.dtype, cdt)
+        dx = _restore(dx, saved.shape, saved.channels_last)
         dweight = None if saved.weight is None else ops.astype(dweight, saved.dtype)
         dbias = ops.astype(dbias, saved.dtype) if saved.has_bias else None
     return dx, dweight, dbias

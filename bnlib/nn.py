@@ -8,7 +8,8 @@ only the computation is replaced by :class:`BatchNormFunction`.
 
 Why a hand-written backward: autograd through the composed formula keeps every intermediate (x - mean,
 its square, the variance, xhat, ...) alive until the backward pass; :class:`BatchNormFunction` keeps only
-xhat and one vector per channel, and its backward makes two reductions and one elementwise pass.
+the input (which autograd holds for the preceding layer anyway) and two vectors per channel, and its
+backward makes one reduction pass and one elementwise pass.
 """
 from __future__ import annotations
 
@@ -31,15 +32,15 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         y, saved = batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
         # Tensors go through save_for_backward (so autograd can check they were not modified in place).
-        ctx.save_for_backward(saved.xhat, saved.invstd, weight)
+        ctx.save_for_backward(saved.x, saved.mean, saved.invstd, weight)
         ctx.meta = (saved.has_bias, saved.training, saved.channels_last, saved.shape, saved.dtype)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        xhat, invstd, weight = ctx.saved_tensors
+        x, mean, invstd, weight = ctx.saved_tensors
         has_bias, training, channels_last, shape, dtype = ctx.meta
-        saved = BatchNormSaved(xhat, invstd, weight, has_bias, training, channels_last, shape, dtype)
+        saved = BatchNormSaved(x, mean, invstd, weight, has_bias, training, channels_last, shape, dtype)
         dx, dweight, dbias = batch_norm_backward(dy, saved)
         return dx, dweight, dbias, None, None, None, None, None
 

@@ -133,7 +133,7 @@ def test_property_forward_and_invariants(n, c, spatial, dtype, seed, loc, scale)
     assert dx.shape == x.shape and dw.shape == (c,) and db.shape == (c,)
     axes = tuple(i for i in range(x.ndim) if i != 1)
     # Per channel: sum(dx) == 0 and sum(dx * xhat) == 0 (exact as eps -> 0), relative to the gradient size.
-    xhat = saved.xhat.reshape(x.shape).astype(np.float64)
+    xhat = saved.normalized().astype(np.float64)
     size = np.abs(dy.astype(np.float64) * w.reshape([1, c] + [1] * len(spatial)) / x.std(axes, keepdims=True)).sum(axes) + 1e-30
     assert np.all(np.abs(dx.astype(np.float64).sum(axes)) / size <= 10 * tol)
     # sum(dx * xhat) is exactly 0 only as eps -> 0: it is proportional to eps / (var + eps).

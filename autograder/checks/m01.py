@@ -233,7 +233,7 @@ def _check_backward(name, forward, backward, points, hidden, seed):
         if not np.array_equal(dout, dout0):
             raise CheckFailure("the backward pass modified dout in place")
         note = "" if forward_ok else " (note: your batchnorm_forward is not correct yet; fix it first)"
-        return x, g, dout, (dx, dg, db), (dx_r, dg_r, db_r), saved.xhat.reshape(n, d), note
+        return x, g, dout, (dx, dg, db), (dx_r, dg_r, db_r), saved.normalized().reshape(n, d), note
 
     def check_all(n, d, dtype=np.float64, tol=TOL64, parts=("dx", "dgamma", "dbeta")):
         x, g, dout, (dx, dg, db), (dx_r, dg_r, db_r), xhat, note = grads(n, d, dtype)
