@@ -62,6 +62,27 @@ class NumpyOps:
         return np.subtract(a, b, out=out)
 
     @staticmethod
+    def concat(arrays):
+        return np.concatenate(arrays, axis=0)
+
+    @staticmethod
+    def clip(a, low, high):
+        return np.clip(a, low, high)
+
+    # plain 2-D reductions for (R, K) matrices (layer and group norm)
+    @staticmethod
+    def row_sum(a):
+        return a.sum(axis=1)
+
+    @staticmethod
+    def row_dot(a, b):
+        return np.einsum("rk,rk->r", a, b)
+
+    @staticmethod
+    def col_sum(a):
+        return a.sum(axis=0)
+
+    @staticmethod
     def mul(a, b, out=None):
         return np.multiply(a, b, out=out)
 
@@ -166,6 +187,24 @@ class TorchOps:
     @staticmethod
     def sub(a, b, out=None):
         return a - b
+
+    def concat(self, arrays):
+        return self.torch.cat(arrays, dim=0)
+
+    def clip(self, a, low, high):
+        return self.torch.clamp(a, low, high)
+
+    @staticmethod
+    def row_sum(a):
+        return a.sum(dim=1)
+
+    @staticmethod
+    def row_dot(a, b):
+        return (a * b).sum(dim=1)
+
+    @staticmethod
+    def col_sum(a):
+        return a.sum(dim=0)
 
     @staticmethod
     def mul(a, b, out=None):

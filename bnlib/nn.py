@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .batch_norm import BatchNormSaved, batch_norm_backward, batch_norm_forward
 
-__all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "precise_bn"]
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -86,3 +86,94 @@ class BatchNorm2d(_BnlibBatchNorm):
     def _check_input_dim(self, input):
         if input.dim() != 4:
             raise ValueError(f"expected 4D input (got {input.dim()}D input)")
+
+
+# ----------------------------------------------------------------------------- LayerNorm, GroupNorm
+from .group_norm import (NormSaved, group_norm_backward, group_norm_forward,  # noqa: E402
+                         layer_norm_backward, layer_norm_forward)
+
+
+class _NormFunction(torch.autograd.Function):
+    """Shared autograd glue for layer norm and group norm (forward returns y, backward the closed form)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kind, arg, eps):
+        fwd = layer_norm_forward if kind == "layer" else group_norm_forward
+        y, saved = fwd(x, arg, weight, bias, eps)
+        ctx.save_for_backward(saved.xhat, saved.invstd, weight)
+        ctx.meta = (saved.has_bias, kind, saved.groups, saved.normalized_shape, saved.shape, saved.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        xhat, invstd, weight = ctx.saved_tensors
+        has_bias, kind, groups, normalized_shape, shape, dtype = ctx.meta
+        saved = NormSaved(xhat, invstd, weight, has_bias, kind, groups, normalized_shape, shape, dtype)
+        bwd = layer_norm_backward if kind == "layer" else group_norm_backward
+        dx, dweight, dbias = bwd(dy, saved)
+        return dx, dweight, dbias, None, None, None
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """Drop-in for ``torch.nn.LayerNorm`` (same constructor and state_dict), computed by bnlib's layer
+    norm with its hand-written backward. Shape: (*, *normalized_shape) -> same."""
+
+    def forward(self, input):
+        return _NormFunction.apply(input, self.weight, self.bias, "layer", tuple(self.normalized_shape), self.eps)
+
+
+class GroupNorm(torch.nn.GroupNorm):
+    """Drop-in for ``torch.nn.GroupNorm`` (same constructor and state_dict), computed by bnlib's group
+    norm with its hand-written backward. Shape: (N, C, *) -> same."""
+
+    def forward(self, input):
+        return _NormFunction.apply(input, self.weight, self.bias, "group", self.num_groups, self.eps)
+
+
+# ----------------------------------------------------------------------------- PreciseBN
+@torch.no_grad()
+def precise_bn(model: torch.nn.Module, batches, num_batches: int | None = None) -> int:
+    """Recompute the running statistics of every BatchNorm layer with the weights frozen (PreciseBN, Y. Wu
+    and J. Johnson, "Rethinking 'Batch' in BatchNorm", 2021, arXiv:2105.07576, Section 3).
+
+    The exponential moving average mixes statistics from many past weight versions; PreciseBN instead
+    averages, with equal weight, the batch statistics that the final weights produce on ``batches``.
+    Each BN layer (torch's or bnlib's, any ``_BatchNorm``) is reset and run in training mode with
+    ``momentum=None`` (PyTorch's cumulative average); every other module runs in eval mode (dropout off,
+    as at inference). Modes and momenta are restored afterwards.
+
+    Args:
+        model: a ``torch.nn.Module``. batches: an iterable of inputs (tensors, or tuples whose first
+            element is the input). num_batches: stop after this many (default: all).
+
+    Returns:
+        The number of batches used.
+
+    Raises:
+        ValueError: the model has no BatchNorm layer, or no batch was given.
+    """
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not bns:
+        raise ValueError("the model has no BatchNorm layer with running statistics")
+    modes = {m: m.training for m in model.modules()}
+    momenta = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    used = 0
+    try:
+        for batch in batches:
+            if num_batches is not None and used >= num_batches:
+                break
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            used += 1
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        for m, mode in modes.items():
+            m.train(mode)
+    if used == 0:
+        raise ValueError("no batch was given")
+    return used
