@@ -16,7 +16,7 @@ import pytest
 
 from autograder import grading
 from autograder.bank import apply_bug, solution_sources
-from autograder.bank import m02
+from autograder.bank import m02, m03
 from autograder.bank.m01 import ASSIGNMENT, BUGS, CORRECT_VARIANTS
 from autograder.config import RELEASE, REPO, config_file_text
 from autograder.samples import Sample, build, strip_markers
@@ -157,3 +157,19 @@ def test_grade_exits_zero_on_a_broken_notebook(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["total"] == 0.0 and "error" in out
+
+
+def test_module03_through_nbgrader(tmp_path):
+    """Every Module 03 bug loses points in-process (tests/test_bank.py, the same test cells); here the
+    nbgrader pipeline grades the assignment: reference, release notebook, correct variant, one bug each."""
+    import types
+    picked = {}
+    for bug in m03.BUGS:
+        picked.setdefault(bug.grade_id, bug)
+    bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m03.CORRECT_VARIANTS)
+    _, _, table, _, _ = grade_class(tmp_path, m03.ASSIGNMENT, bank)
+    top = auto_total(table["reference"])
+    assert top == 23.0
+    assert auto_total(table["variant_recompute_caches"]) == top
+    assert table["blank"]["total"] == 0.0
+    assert all(auto_total(table[f"bug_{b.name}"]) < top for b in bank.BUGS)

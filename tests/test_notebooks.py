@@ -21,7 +21,7 @@ def source_nb(a):
 
 
 def test_every_module_notebook_present():
-    assert {"01_batchnorm_numpy", "02_batchnorm_pytorch"} <= set(ASSIGNMENTS)
+    assert {"01_batchnorm_numpy", "02_batchnorm_pytorch", "03_normalization_family"} <= set(ASSIGNMENTS)
 
 
 @pytest.mark.parametrize("a", ASSIGNMENTS)
