@@ -22,7 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["CheckFailure", "Report", "call_learner", "compare", "forbidden_uses", "guard", "norm_rel_error"]
+__all__ = ["CheckFailure", "Report", "call_learner", "compare", "forbidden_uses", "guard", "likely_cause",
+           "norm_rel_error", "unpack"]
 
 FORBIDDEN_ROOTS = ("bnlib", "torch", "autograder")
 
@@ -69,6 +70,29 @@ def compare(what: str, actual, expected, tol: float, hint: str | None = None) ->
             msg += f". {hint}"
         raise CheckFailure(msg)
     return err
+
+
+def likely_cause(actual, candidates, tol: float = 1e-6) -> str | None:
+    """"Likely cause: ..." for the first (expected_if_mistaken, message) candidate that ``actual`` matches.
+
+    Each candidate is what a known mistake would produce on the same input, so a match names the mistake.
+    """
+    try:
+        a = np.asarray(actual.detach().cpu().double() if hasattr(actual, "detach") else actual, dtype=np.float64)
+    except Exception:
+        return None
+    for cand, msg in candidates:
+        with np.errstate(all="ignore"):
+            if np.shape(cand) == a.shape and norm_rel_error(a, cand) <= tol:
+                return "Likely cause: " + msg
+    return None
+
+
+def unpack(result, n: int, name: str, what: str):
+    """Check that a learner's function returned an n-tuple (``what`` names its parts) and return it."""
+    if not isinstance(result, tuple) or len(result) != n:
+        raise CheckFailure(f"{name} must return a tuple {what}, got {type(result).__name__}")
+    return result
 
 
 def _learner_frame(tb) -> str:

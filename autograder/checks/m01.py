@@ -15,7 +15,7 @@ import numpy as np
 
 import bnlib
 
-from . import CheckFailure, Report, call_learner, compare, guard, norm_rel_error
+from . import CheckFailure, Report, call_learner, compare, guard, likely_cause, norm_rel_error, unpack
 
 TOL64 = 1e-7   # float64 inputs: a correct implementation is at ~1e-14
 TOL32 = 1e-4   # float32 inputs against a float64 reference of the same float32 data
@@ -38,19 +38,6 @@ def _reference(x, gamma, beta, rm, rv, training, momentum=0.1, eps=1e-5):
     y, saved = bnlib.batch_norm_forward(x.astype(np.float64), gamma.astype(np.float64),
                                         beta.astype(np.float64), rm, rv, training, momentum, eps)
     return y, rm, rv, saved
-
-
-def _hint(actual, candidates, tol=1e-6):
-    """The message of the first candidate (array, message) that ``actual`` matches."""
-    try:
-        a = np.asarray(actual, dtype=np.float64)
-    except Exception:
-        return None
-    for cand, msg in candidates:
-        with np.errstate(all="ignore"):
-            if np.shape(cand) == a.shape and norm_rel_error(a, cand) <= tol:
-                return "Likely cause: " + msg
-    return None
 
 
 def _forward_hints(x, g, b, eps):
@@ -94,15 +81,11 @@ def _guard(report, *fns):
 
 
 def _unpack2(res, name):
-    if not isinstance(res, tuple) or len(res) != 2:
-        raise CheckFailure(f"{name} must return a tuple (out, cache), got {type(res).__name__}")
-    return res
+    return unpack(res, 2, name, "(out, cache)")
 
 
 def _unpack3(res, name):
-    if not isinstance(res, tuple) or len(res) != 3:
-        raise CheckFailure(f"{name} must return a tuple (dx, dgamma, dbeta), got {type(res).__name__}")
-    return res
+    return unpack(res, 3, name, "(dx, dgamma, dbeta)")
 
 
 # ----------------------------------------------------------------------------- forward
@@ -123,7 +106,7 @@ def check_batchnorm_forward(batchnorm_forward, points: float = 3.0, hidden: bool
         x, g, b, rm, rv = _case(rng, n, d, dtype, scale)
         out, _, _ = run(x, g, b, rm, rv, True, 0.1, eps)
         ref = _reference(x, g, b, rm, rv, True, 0.1, eps)[0]
-        err = compare("the training-mode output", out, ref, tol, _hint(out, _forward_hints(x, g, b, eps)))
+        err = compare("the training-mode output", out, ref, tol, likely_cause(out, _forward_hints(x, g, b, eps)))
         return f"relative error {err:.1e}"
 
     def running_stat(idx, name, steps=1, momentum=0.1):
@@ -144,7 +127,7 @@ def check_batchnorm_forward(batchnorm_forward, points: float = 3.0, hidden: bool
                 hints.insert(0, (old * (1 - momentum) + momentum * x.var(0),
                                  "running_var must be updated with the unbiased batch variance "
                                  "(the biased one times m/(m-1)), as PyTorch does; yours uses the biased one."))
-        compare(f"{name} after {steps} training step(s)", actual, expected, TOL64, _hint(actual, hints))
+        compare(f"{name} after {steps} training step(s)", actual, expected, TOL64, likely_cause(actual, hints))
 
     def eval_mode(small_var=False):
         x, g, b, rm, rv = _case(rng, 7, 4)
@@ -157,7 +140,7 @@ def check_batchnorm_forward(batchnorm_forward, points: float = 3.0, hidden: bool
         hints = [((x - mu) / np.sqrt(var + 1e-5) * g + b,
                   "eval mode must normalize with running_mean and running_var, not the batch statistics."),
                  ((x - rm) / np.sqrt(rv) * g + b, "eps is missing inside the square root in eval mode.")]
-        compare("the eval-mode output", out, ref, TOL64, _hint(out, hints))
+        compare("the eval-mode output", out, ref, TOL64, likely_cause(out, hints))
         if not (np.array_equal(rm_l, rm0) and np.array_equal(rv_l, rv0)):
             raise CheckFailure("eval mode changed running_mean/running_var; only training mode updates them")
 
@@ -242,11 +225,11 @@ def _check_backward(name, forward, backward, points, hidden, seed):
         invstd = 1.0 / np.sqrt(x64.var(0) + 1e-5)
         sum_dy, sum_dyx = dout64.sum(0), (dout64 * xhat).sum(0)
         if "dbeta" in parts:
-            compare("dbeta" + note, db, db_r, tol, _hint(db, [
+            compare("dbeta" + note, db, db_r, tol, likely_cause(db, [
                 (dout64.mean(0), "dbeta is the SUM of dout over the batch, not the mean."),
                 (dout64.sum(1), "sum dout over the batch (axis=0), not over the features.")]))
         if "dgamma" in parts:
-            compare("dgamma" + note, dg, dg_r, tol, _hint(dg, [
+            compare("dgamma" + note, dg, dg_r, tol, likely_cause(dg, [
                 (sum_dy, "dgamma = sum(dout * xhat) over the batch; yours is missing the xhat factor."),
                 ((dout64 * xhat).sum(1), "sum over the batch (axis=0), not over the features."),
                 ((dout64 * x64).sum(0), "dgamma multiplies dout by the NORMALIZED input xhat, not by x.")]))
@@ -263,7 +246,7 @@ def _check_backward(name, forward, backward, points, hidden, seed):
                 (g64 * invstd * (m * dout64 - sum_dy - xhat * sum_dyx),
                  "dx is m times too large: the mean and variance are averages over m = N values (divide by m)."),
             ]
-            compare("dx" + note, dx, dx_r, tol, _hint(dx, hints))
+            compare("dx" + note, dx, dx_r, tol, likely_cause(dx, hints))
         return f"relative error of dx {norm_rel_error(dx, dx_r):.1e}" if "dx" in parts else None
 
     if not hidden:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailure, Report, call_learner, compare, guard, norm_rel_error
+from . import CheckFailure, Report, call_learner, compare, guard, likely_cause, norm_rel_error
 
 TOL64 = 1e-7
 TOL32 = 1e-4
@@ -63,14 +63,6 @@ def _output_hints(x, w, b, eps):
     ]
 
 
-def _hint(actual, candidates, tol=1e-6):
-    a = np.asarray(actual, dtype=np.float64)
-    for cand, msg in candidates:
-        if cand.shape == a.shape and norm_rel_error(a, cand) <= tol:
-            return "Likely cause: " + msg
-    return None
-
-
 def _apply(fn_cls, *args):
     return call_learner(fn_cls.apply, *args)
 
@@ -95,14 +87,14 @@ def check_batchnorm_function(BatchNormFunction, points: float = 4.0, hidden: boo
         rml, rvl, rmr, rvr = rm.clone(), rv.clone(), rm.double().clone(), rv.double().clone()
         y = _apply(fn, xl, wl, bl, rml, rvl, True, momentum, eps)
         yr = F.batch_norm(xr, rmr, rvr, wr, br, True, momentum, eps)
-        compare("the training-mode output", y, _np(yr), tol, _hint(_np(y), _output_hints(x, w, b, eps)))
+        compare("the training-mode output", y, _np(yr), tol, likely_cause(_np(y), _output_hints(x, w, b, eps)))
         m = x.numel() // x.shape[1]
-        compare("running_mean after one step", rml, _np(rmr), tol, _hint(_np(rml), [
+        compare("running_mean after one step", rml, _np(rmr), tol, likely_cause(_np(rml), [
             (_np(rm), "running_mean was not updated in place (use running_mean.mul_(...).add_(...) or "
                       "copy_; rebinding the name does not change the buffer)."),
             (_np(momentum * rm.double() + (1 - momentum) * x.double().mean((0, 2, 3))),
              "momentum weights the NEW statistic: running = (1 - momentum) * running + momentum * batch.")]))
-        compare("running_var after one step", rvl, _np(rvr), tol, _hint(_np(rvl), [
+        compare("running_var after one step", rvl, _np(rvr), tol, likely_cause(_np(rvl), [
             (_np((1 - momentum) * rv.double() + momentum * x.double().var((0, 2, 3), unbiased=False)),
              f"running_var must be updated with the unbiased variance (times m/(m-1) = {m}/{m - 1})."),
             (_np(rv), "running_var was not updated in place.")]))
@@ -138,7 +130,7 @@ def check_batchnorm_function(BatchNormFunction, points: float = 4.0, hidden: boo
         rml, rvl = rm.clone(), rv.clone()
         y = _apply(fn, xl, wl, bl, rml, rvl, False, 0.1, 1e-5)
         yr = F.batch_norm(xr, rm, rv, wr, br, False, 0.1, 1e-5)
-        compare("the eval-mode output", y, _np(yr), TOL64, _hint(_np(y), [
+        compare("the eval-mode output", y, _np(yr), TOL64, likely_cause(_np(y), [
             (_np(F.batch_norm(x, None, None, w, b, True)), "eval mode must use running_mean/running_var.")]))
         if not (torch.equal(rml, rm) and torch.equal(rvl, rv)):
             raise CheckFailure("eval mode changed the running statistics")

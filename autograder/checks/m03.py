@@ -17,7 +17,7 @@ import numpy as np
 
 import bnlib
 
-from . import CheckFailure, Report, call_learner, compare, guard, norm_rel_error
+from . import CheckFailure, Report, call_learner, compare, guard, likely_cause, norm_rel_error, unpack
 
 TOL64, TOL32 = 1e-7, 1e-4
 
@@ -27,28 +27,12 @@ def _x(rng, shape, scale=1.0):
     return x * scale
 
 
-def _hint(actual, candidates, tol=1e-6):
-    try:
-        a = np.asarray(actual, dtype=np.float64)
-    except Exception:
-        return None
-    for cand, msg in candidates:
-        with np.errstate(all="ignore"):
-            if np.shape(cand) == a.shape and norm_rel_error(a, cand) <= tol:
-                return "Likely cause: " + msg
-    return None
-
-
 def _pair(res, name):
-    if not isinstance(res, tuple) or len(res) != 2:
-        raise CheckFailure(f"{name} must return a tuple (out, cache), got {type(res).__name__}")
-    return res
+    return unpack(res, 2, name, "(out, cache)")
 
 
 def _triple(res, name):
-    if not isinstance(res, tuple) or len(res) != 3:
-        raise CheckFailure(f"{name} must return a tuple (dx, dgamma, dbeta), got {type(res).__name__}")
-    return res
+    return unpack(res, 3, name, "(dx, dgamma, dbeta)")
 
 
 # ----------------------------------------------------------------------------- layer norm
@@ -78,7 +62,7 @@ def check_layernorm_forward(layernorm_forward, points=2.0, hidden=False, seed=0)
         x0 = x.copy()
         out, _ = _pair(call_learner(layernorm_forward, x, g, b, 1e-5), "layernorm_forward")
         ref = bnlib.layer_norm_forward(x.astype(np.float64), d, g.astype(np.float64), b.astype(np.float64))[0]
-        compare("the output", out, ref, tol, _hint(out, _ln_hints(x.astype(np.float64), g, b, 1e-5)))
+        compare("the output", out, ref, tol, likely_cause(out, _ln_hints(x.astype(np.float64), g, b, 1e-5)))
         if not np.array_equal(x, x0):
             raise CheckFailure("layernorm_forward modified x in place")
         return f"relative error {norm_rel_error(out, ref):.1e}"
@@ -111,7 +95,7 @@ def _backward_case(rng, fwd, bwd, name, make, ref_fwd, ref_bwd, dtype, tol, fwd_
     y_ref, saved = ref_fwd(x.astype(np.float64), g.astype(np.float64), b.astype(np.float64))
     dx_r, dg_r, db_r = ref_bwd(dout.astype(np.float64), saved)
     note = "" if norm_rel_error(out, y_ref) < 10 * tol else " (note: your forward pass is not correct yet; fix it first)"
-    compare("dbeta" + note, db, db_r, tol, _hint(db, [(dout.astype(np.float64).sum(1) if dout.ndim == 2 else dout.sum((1, 2, 3)),
+    compare("dbeta" + note, db, db_r, tol, likely_cause(db, [(dout.astype(np.float64).sum(1) if dout.ndim == 2 else dout.sum((1, 2, 3)),
                                                        "dbeta sums dout over everything but the channel/feature axis.")]))
     compare("dgamma" + note, dg, dg_r, tol)
     return x, dout, dx, dx_r, note
@@ -176,7 +160,7 @@ def check_groupnorm_forward(groupnorm_forward, points=2.0, hidden=False, seed=0)
         x, g, b = (a.astype(dtype) for a in (x, g, b))
         out, _ = _pair(call_learner(groupnorm_forward, x, g, b, G, 1e-5), "groupnorm_forward")
         ref = bnlib.group_norm_forward(x.astype(np.float64), G, g.astype(np.float64), b.astype(np.float64))[0]
-        compare("the output", out, ref, tol, _hint(out, _gn_hints(x.astype(np.float64), g, b, G, 1e-5)))
+        compare("the output", out, ref, tol, likely_cause(out, _gn_hints(x.astype(np.float64), g, b, G, 1e-5)))
         return f"relative error {norm_rel_error(out, ref):.1e}"
 
     if not hidden:
@@ -252,11 +236,11 @@ def check_batch_renorm_forward(batch_renorm_forward, points=2.0, hidden=False, s
                                            "statistics toward the running ones)."),
                  (g * ((x - mu) / sb * (sb / s) + (mu - rm) / s) + b,
                   "r and d must be clipped to [1/r_max, r_max] and [-d_max, d_max].")] if steps == 1 else []
-        compare("the output", out, ref, tol, _hint(out, hints))
+        compare("the output", out, ref, tol, likely_cause(out, hints))
         if training:
             m = x.shape[0]
             compare("running_mean", rm_l, rm_r, tol)
-            compare("running_var", rv_l, rv_r, tol, _hint(rv_l, [
+            compare("running_var", rv_l, rv_r, tol, likely_cause(rv_l, [
                 ((1 - 0.1) * rv + 0.1 * var, "running_var is updated with the unbiased variance m/(m-1).")]) if steps == 1 else None)
         elif not (np.array_equal(rm_l, rm) and np.array_equal(rv_l, rv)):
             raise CheckFailure("eval mode changed the running statistics")
