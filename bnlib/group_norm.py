@@ -184,19 +184,21 @@ def _backward(dy, saved: NormSaved, kind: str):
         if kind == "layer":
             k = xhat.shape[1]
             dy2 = dyc.reshape(-1, k)
-            normalized_shape = saved.shape[len(saved.shape) - len(saved.normalized_shape):]
-            dweight = None if saved.weight is None else ops.astype(ops.col_sum(dy2 * xhat).reshape(normalized_shape), saved.dtype)
-            dbias = ops.astype(ops.col_sum(dy2).reshape(normalized_shape), saved.dtype) if saved.has_bias else None
+            shape = saved.normalized_shape
+            dweight = None if saved.weight is None else ops.astype(ops.col_sum(dy2 * xhat).reshape(shape), saved.dtype)
+            dbias = ops.astype(ops.col_sum(dy2).reshape(shape), saved.dtype) if saved.has_bias else None
             dxhat = dy2 if saved.weight is None else dy2 * ops.astype(saved.weight, cdt).reshape(1, k)
         else:
             n, c = saved.shape[0], saved.shape[1]
-            dy3 = dyc.reshape(n, c, -1)
-            xhat3 = xhat.reshape(n, c, -1)
-            dweight = None if saved.weight is None else ops.astype(ops.col_sum(ops.row_dot(
-                dy3.reshape(n * c, -1), xhat3.reshape(n * c, -1)).reshape(n, c)), saved.dtype)
-            dbias = ops.astype(ops.col_sum(ops.row_sum(dy3.reshape(n * c, -1)).reshape(n, c)), saved.dtype) \
-                if saved.has_bias else None
-            dxhat = dy3 if saved.weight is None else dy3 * ops.astype(saved.weight, cdt)[None, :, None]
+            dy_rows = dyc.reshape(n * c, -1)                  # one row per (sample, channel)
+
+            def per_channel(rows):                            # (N*C,) row values -> summed over N -> (C,)
+                return ops.astype(ops.col_sum(rows.reshape(n, c)), saved.dtype)
+            dweight = None if saved.weight is None else per_channel(ops.row_dot(dy_rows, xhat.reshape(n * c, -1)))
+            dbias = per_channel(ops.row_sum(dy_rows)) if saved.has_bias else None
+            dxhat = dyc.reshape(n, c, -1)
+            if saved.weight is not None:
+                dxhat = dxhat * ops.astype(saved.weight, cdt)[None, :, None]
             dxhat = dxhat.reshape(xhat.shape)
         dx = _row_backward(ops, dxhat, xhat, invstd)
         dx = ops.astype(dx.reshape(saved.shape), saved.dtype)
