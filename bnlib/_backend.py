@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -168,8 +169,8 @@ class NumpyOps:
         return False
 
     @staticmethod
-    def float64():
-        return np.float64
+    def no_grad():
+        return contextlib.nullcontext()
 
 
 class TorchOps:
@@ -264,8 +265,9 @@ class TorchOps:
     def channels_last(self, x) -> bool:
         return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=self.torch.channels_last)
 
-    def float64(self):
-        return self.torch.float64
+    def no_grad(self):
+        # bnlib computes gradients by hand: record no autograd graph
+        return self.torch.no_grad()
 
 
 NUMPY = NumpyOps()

@@ -10,13 +10,13 @@ Internal Covariate Shift", ICML 2015 (arXiv:1502.03167), Algorithm 1 (the transf
 * ``momentum`` weights the NEW statistic: ``running = (1 - momentum) * running + momentum * batch``;
 * ``eps`` is added inside the square root.
 
-Precision: float16 and bfloat16 inputs are normalized in float32; statistics use the two-pass (shifted)
-variance, accumulated in float64 (NumPy, torch on the CPU) or float32 (torch on CUDA, whose reductions
-are tree-shaped), so inputs whose mean lies far from zero keep their precision.
+Precision: float16 and bfloat16 inputs are normalized in float32; statistics use shifted sums (the
+two-pass variance for torch), accumulated in float64 (NumPy) or in float32 (torch, whose CPU reductions
+are cascade-summed and CUDA reductions tree-shaped; float64 inputs stay float64), so inputs whose mean
+lies far from zero keep their precision.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,8 @@ class BatchNormSaved:
     Attributes:
         x: the input in the computation layout: (N, C, L) with L the product of the spatial sizes (1 for
             (N, C)), or (N, H, W, C) for a channels_last torch tensor; x's dtype.
-        mean: per-channel mean used to normalize, shape (C,), accumulation dtype (float64, or float32
-            on CUDA): the batch mean in training mode, ``running_mean`` in eval mode.
+        mean: per-channel mean used to normalize, shape (C,), accumulation dtype (float64 for NumPy,
+            float32 for torch unless x is float64): the batch mean in training, ``running_mean`` in eval.
         invstd: 1 / sqrt(var + eps) per channel, shape (C,), accumulation dtype, with var the biased
             batch variance in training mode and ``running_var`` in eval mode.
         weight: gamma, shape (C,), or None when the layer has no scale.
@@ -76,10 +76,6 @@ def _layout(ops, x, channels_last: bool):
 
 def _restore(y, shape, channels_last: bool):
     return y.permute(0, 3, 1, 2) if channels_last else y.reshape(shape)
-
-
-def _no_grad(ops):
-    return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
 
 
 def _batch_stats(ops, xv, axes, pc, m, cdt, acc):
@@ -151,13 +147,23 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
     if not training and running_mean is None:
         raise ValueError("running_mean and running_var are required in eval mode (training=False)")
+    return _forward(ops, x, weight, bias, running_mean, running_var, training, momentum, eps, m)
 
+
+def _forward(ops, x, weight, bias, running_mean, running_var, training, momentum, eps, m, adjust=None):
+    """batch_norm_forward's computation on validated arguments.
+
+    ``adjust(mean, var) -> (weight, bias)``, if given, replaces the affine parameters once the batch
+    statistics are known and before the running statistics are updated (batch renorm's r and d).
+    """
     cdt, acc = ops.compute_dtype(x), ops.acc_dtype(x)
     channels_last = ops.channels_last(x)
     xv, axes, pc = _layout(ops, x, channels_last)
-    with _no_grad(ops):
+    with ops.no_grad():
         if training:
             mean, var = _batch_stats(ops, xv, axes, pc, m, cdt, acc)
+            if adjust is not None:
+                weight, bias = adjust(mean, var)
             if running_mean is not None:
                 running_mean *= 1.0 - momentum
                 running_mean += ops.astype(momentum * mean, running_mean.dtype)
@@ -223,7 +229,7 @@ def batch_norm_backward(dy, saved: BatchNormSaved):
     cdt = ops.compute_dtype(saved.x)
     dyv, axes, pc = _layout(ops, dy, saved.channels_last)
     mean_c = pc(ops.astype(saved.mean, cdt))
-    with _no_grad(ops):
+    with ops.no_grad():
         def sums(dyb, xb):  # sum(dy) and sum(dy * (x - mean)) per channel, without materializing xhat
             return ops.sum(dyb, axes, acc), ops.dot(ops.astype(dyb, cdt), xb - ops.fit(mean_c, xb), axes, acc)
         sum_dy, sum_dy_xc = ops.reduce(sums, (dyv, saved.x))

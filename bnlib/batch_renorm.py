@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ._backend import ops_for
 from ._checks import check_channel_vector, check_features, check_scalar
-from .batch_norm import _batch_stats, _layout, _no_grad, batch_norm_backward, batch_norm_forward
+from .batch_norm import _forward, batch_norm_backward, batch_norm_forward
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_limits",
            "ghost_batch_norm_forward", "ghost_batch_norm_backward"]
@@ -80,20 +80,21 @@ def batch_renorm_forward(x, weight, bias, running_mean, running_var, training, r
         return y, (saved, None, None)
     if m == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
-    acc, cdt = ops.acc_dtype(x), ops.compute_dtype(x)
-    with _no_grad(ops):
-        xv, axes, pc = _layout(ops, x, ops.channels_last(x))
-        mean_b, var_b = _batch_stats(ops, xv, axes, pc, m, cdt, acc)
+    momentum = check_scalar("momentum", momentum, 0.0, 1.0)
+    acc = ops.acc_dtype(x)
+    corrections = {}
+
+    def adjust(mean_b, var_b):  # from the batch statistics and the running ones before their update
         sigma_b = ops.sqrt(var_b + eps)
         sigma = ops.sqrt(ops.astype(running_var, acc) + eps)
         r = ops.clip(sigma_b / sigma, 1.0 / r_max, r_max)
         d = ops.clip((mean_b - ops.astype(running_mean, acc)) / sigma, -d_max, d_max)
+        corrections.update(r=r, d=d)
         w_acc = ops.astype(weight, acc)
-        w_eff = ops.astype(w_acc * r, weight.dtype)
-        b_eff = ops.astype(w_acc * d + ops.astype(bias, acc), bias.dtype)
+        return w_acc * r, w_acc * d + ops.astype(bias, acc)
     # Batch norm with weight gamma*r and bias gamma*d + beta; it also updates the running statistics.
-    y, saved = batch_norm_forward(x, w_eff, b_eff, running_mean, running_var, True, momentum, eps)
-    return y, (saved, r, d)
+    y, saved = _forward(ops, x, weight, bias, running_mean, running_var, True, momentum, eps, m, adjust)
+    return y, (saved, corrections["r"], corrections["d"])
 
 
 def batch_renorm_backward(dy, saved):
@@ -106,7 +107,7 @@ def batch_renorm_backward(dy, saved):
     if r is None:
         return dx, dw_eff, db
     ops = ops_for(dy)
-    with _no_grad(ops):
+    with ops.no_grad():
         # dL/dgamma through w_eff = gamma * r and b_eff = gamma * d + beta
         dweight = ops.astype(ops.astype(dw_eff, r.dtype) * r + ops.astype(db, d.dtype) * d, dw_eff.dtype)
     return dx, dweight, db

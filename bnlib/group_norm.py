@@ -24,7 +24,6 @@ from typing import Any
 
 from ._backend import ops_for
 from ._checks import check_array, check_features, check_finite, check_scalar
-from .batch_norm import _no_grad
 
 __all__ = ["NormSaved", "layer_norm_forward", "layer_norm_backward", "group_norm_forward",
            "group_norm_backward", "instance_norm_forward"]
@@ -114,7 +113,7 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if k == 0 or math.prod(x.shape) == 0:
         raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
     cdt = ops.compute_dtype(x)
-    with _no_grad(ops):
+    with ops.no_grad():
         xhat, invstd = _row_stats(ops, x.reshape(-1, k), eps, cdt)
         y = ops.copy_as(xhat, cdt) if weight is None else xhat * ops.astype(weight, cdt).reshape(1, k)
         if bias is not None:
@@ -151,7 +150,7 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     eps = check_scalar("eps", eps, 0.0, float("inf"), low_open=True)
     n = x.shape[0]
     cdt = ops.compute_dtype(x)
-    with _no_grad(ops):
+    with ops.no_grad():
         xhat, invstd = _row_stats(ops, x.reshape(n * num_groups, -1), eps, cdt)
         y = xhat.reshape(n, c, -1)
         y = ops.copy_as(y, cdt)
@@ -179,7 +178,7 @@ def _backward(dy, saved: NormSaved, kind: str):
     if tuple(dy.shape) != saved.shape:
         raise ValueError(f"dy must have the forward input's shape {saved.shape}, got {tuple(dy.shape)}")
     xhat, invstd, cdt = saved.xhat, saved.invstd, saved.xhat.dtype
-    with _no_grad(ops):
+    with ops.no_grad():
         dyc = ops.astype(dy, cdt)
         if kind == "layer":
             k = xhat.shape[1]
