@@ -135,27 +135,13 @@ def grade(notebook, assignment, as_json, timeout):
 
 
 # ----------------------------------------------------------------------------- autograde a class
-def _ensure_assignment(course: Path, assignment: str) -> None:
-    from nbgrader.api import Gradebook, MissingEntry
-    grading._ensure_path()
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        try:
-            a = gb.find_assignment(assignment)
-            if a.notebooks:
-                return
-        except MissingEntry:
-            pass
-    with tempfile.TemporaryDirectory() as tmp:
-        grading.generate(assignment, course, Path(tmp))
-
-
 def autograde_class(course: Path, assignment: str, jobs: int, timeout: int, wall_limit: float):
     """Grade every course/submitted/<student>/<assignment>/ and merge into course/gradebook.db."""
     from tqdm import tqdm
     subs = {p.parent.name: p for p in sorted((course / "submitted").glob(f"*/{assignment}")) if p.is_dir()}
     if not subs:
         raise click.UsageError(f"no submissions under {course / 'submitted'}/*/{assignment}/")
-    _ensure_assignment(course, assignment)
+    grading.ensure_assignment(course, assignment)
     results = []
     t0 = time.perf_counter()
     with tqdm(total=len(subs), desc=f"autograde {assignment}", unit="submission", file=sys.stdout) as bar:

@@ -104,6 +104,20 @@ def template_db(assignment: str, timeout: int = 60) -> Path:
     return path
 
 
+def ensure_assignment(course: Path, assignment: str) -> None:
+    """Record ``assignment`` in course/gradebook.db (generating it from solutions/) unless it is there."""
+    from nbgrader.api import Gradebook, MissingEntry
+    _ensure_path()
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            if gb.find_assignment(assignment).notebooks:
+                return
+        except MissingEntry:
+            pass
+    with tempfile.TemporaryDirectory() as tmp:  # the release goes nowhere: only the db matters here
+        generate(assignment, course, Path(tmp))
+
+
 # ----------------------------------------------------------------------------- static review
 SUSPICIOUS_NAMES = {
     "_exit": "calls os._exit (kills the kernel)",

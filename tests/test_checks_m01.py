@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 
 from autograder.bank import apply_bug, grade_in_process, solution_sources
-from autograder.bank.m01 import ASSIGNMENT, BUGS, CORRECT_VARIANTS
+from autograder.bank.m01 import ASSIGNMENT, BUGS
 from autograder.checks import forbidden_uses
 from autograder.checks.m01 import check_batchnorm_backward_alt, check_batchnorm_forward
 
 SOURCES = solution_sources(ASSIGNMENT)
-
-
-def totals(result):
-    return sum(v[0] for v in result.values()), sum(v[1] for v in result.values())
 
 
 @pytest.mark.parametrize("bug_name,expected", [

@@ -11,13 +11,11 @@ import ast
 import contextlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import nbformat
 
-REPO = Path(__file__).resolve().parents[2]
-SOLUTIONS = REPO / "solutions"
-
+from ..config import SOLUTIONS
+from ..grading import notebook_name
 
 @dataclass(frozen=True)
 class Bug:
@@ -31,10 +29,7 @@ class Bug:
 
 def source_notebook(assignment: str) -> nbformat.NotebookNode:
     """The instructor's source notebook of an assignment (one notebook per assignment folder)."""
-    paths = sorted((SOLUTIONS / assignment).glob("*.ipynb"))
-    if len(paths) != 1:
-        raise FileNotFoundError(f"expected one notebook in solutions/{assignment}, found {len(paths)}")
-    return nbformat.read(paths[0], as_version=4)
+    return nbformat.read(SOLUTIONS / assignment / f"{notebook_name(assignment)}.ipynb", as_version=4)
 
 
 def _cells(nb, *, solution: bool | None = None, grade: bool | None = None):
