@@ -38,6 +38,16 @@ def apply(c, root: str | Path = REPO, source: str | Path = SOLUTIONS, release: s
     c.OverwriteCells.add_missing_cells = True
     # Learners cannot skip the hidden tests by deleting cells, nor change points/grade_ids.
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__"]
+    # Learner code runs in a sandboxed kernel; test cells are scored by the trusted grader (one engine
+    # behind `nbgrader autograde`, formgrader and bncourse): autograder/trusted/preprocessor.py.
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                        SaveAutoGrades)
+
+    from .trusted.preprocessor import SandboxedExecute
+    c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    c.SandboxedExecute.course_root = str(root)
 
 
 def config_file_text(root: Path, source: Path = SOLUTIONS, release: Path | None = None,

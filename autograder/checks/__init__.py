@@ -5,35 +5,34 @@ passed; for a failure, what is wrong in the field's words, the measured error an
 returns the points earned as a plain Python ``float``. nbgrader reads that value as partial credit
 (``nbgrader.utils.get_partial_grade``), so it must never be a NumPy scalar, whose repr does not parse.
 
-A check never raises and never writes to stderr (nbgrader scores a test cell 0 for either): exceptions
-from the learner's code become failed sub-tests, and the learner's own prints and warnings are captured.
+Where checks run. In a learner's own notebook (visible tests while working) the check calls the learner's
+function directly. When a notebook is graded, the check runs in the trusted grader and receives
+:class:`~.learner.Proxy` objects for the learner's functions, which live in the sandboxed kernel
+(``autograder.trusted``): the check makes the inputs, the kernel returns plain data, the check decides.
+:func:`call_learner`, :func:`run_procedure` and :func:`describe` hide the difference.
+
+Results are validated before any comparison: exact type (a NumPy array is an ``ndarray``, not a subclass
+or an object with ``__array__``), dtype, shape, finiteness. A check never raises and never writes to stderr
+(nbgrader scores a test cell 0 for either): exceptions from the learner's code become failed sub-tests.
 """
 from __future__ import annotations
 
-import contextlib
 import dis
-import io
 import math
-import traceback
 import types
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["CheckFailure", "Report", "call_learner", "compare", "forbidden_uses", "guard", "likely_cause",
-           "norm_rel_error", "unpack"]
+from ..kernel_agent import protocol
+from .learner import (CheckFailure, KernelGone, LearnerError, Proxy, call_learner, describe,  # noqa: F401
+                      run_procedure)
+
+__all__ = ["CheckFailure", "Proxy", "Report", "call_learner", "compare", "describe", "forbidden_uses", "guard",
+           "likely_cause", "norm_rel_error", "run_procedure", "unpack"]
 
 FORBIDDEN_ROOTS = ("bnlib", "torch", "autograder")
-
-
-class CheckFailure(Exception):
-    """A sub-test failed; the message says what is wrong. ``stop`` skips the remaining sub-tests."""
-
-    def __init__(self, message: str, stop: bool = False):
-        super().__init__(message)
-        self.stop = stop
 
 
 def norm_rel_error(actual, expected) -> float:
@@ -45,27 +44,44 @@ def norm_rel_error(actual, expected) -> float:
     return float(np.max(np.abs(a - e), initial=0.0) / max(1e-12, float(np.max(np.abs(e), initial=0.0))))
 
 
-def compare(what: str, actual, expected, tol: float, hint: str | None = None) -> float:
-    """Raise CheckFailure unless ``actual`` has expected's shape and is within ``tol`` (normwise)."""
+def _kind(value) -> str:
+    if isinstance(value, protocol.Foreign):
+        return value.cls.rpartition(".")[2]
+    if isinstance(value, protocol.Ref):
+        return value.cls.rpartition(".")[2]
+    return type(value).__name__
+
+
+def as_array(what: str, actual) -> np.ndarray:
+    """``actual`` as a float64 array, if it is exactly a NumPy array or a torch tensor; else CheckFailure."""
     if actual is None:
         raise CheckFailure(f"{what} is None")
-    if hasattr(actual, "detach") and hasattr(actual, "cpu"):  # a torch tensor (duck-typed: no torch import)
+    t = type(actual)
+    if t.__module__ == "torch" and t.__name__ == "Tensor":
         actual = actual.detach().cpu()
-        actual = actual.double() if actual.is_floating_point() else actual
-        actual = actual.numpy()
-    try:
-        a = np.asarray(actual)
-    except Exception:
-        raise CheckFailure(f"{what} is a {type(actual).__name__}, expected an array")
-    if a.dtype == object or not np.issubdtype(a.dtype, np.number):
-        raise CheckFailure(f"{what} has dtype {a.dtype}, expected a floating array")
+        actual = (actual.double() if actual.is_floating_point() else actual).numpy()
+    elif t is not np.ndarray:
+        raise CheckFailure(f"{what} is a {_kind(actual)}, expected an array (numpy.ndarray or torch.Tensor)")
+    if actual.dtype == object or not np.issubdtype(actual.dtype, np.number) \
+            or np.issubdtype(actual.dtype, np.complexfloating):
+        raise CheckFailure(f"{what} has dtype {actual.dtype}, expected a floating array")
+    return actual
+
+
+def compare(what: str, actual, expected, tol: float, hint: str | None = None) -> float:
+    """Raise CheckFailure unless ``actual`` is an array of expected's shape, finite, within ``tol``
+    (normwise relative error)."""
+    a = as_array(what, actual)
     if a.shape != np.shape(expected):
         raise CheckFailure(f"{what} has shape {a.shape}, expected {np.shape(expected)}")
+    with np.errstate(all="ignore"):
+        finite = bool(np.all(np.isfinite(a.astype(np.float64))))
+    if not finite and np.all(np.isfinite(expected)):
+        msg = f"{what} contains NaN or Inf"
+        raise CheckFailure(msg + (f". {hint}" if hint else ""))
     err = norm_rel_error(a, expected)
     if not err <= tol:
         msg = f"{what} is wrong: relative error {err:.2e} (tolerance {tol:.0e})"
-        if not np.all(np.isfinite(a)):
-            msg = f"{what} contains NaN or Inf"
         if hint:
             msg += f". {hint}"
         raise CheckFailure(msg)
@@ -78,8 +94,8 @@ def likely_cause(actual, candidates, tol: float = 1e-6) -> str | None:
     Each candidate is what a known mistake would produce on the same input, so a match names the mistake.
     """
     try:
-        a = np.asarray(actual.detach().cpu().double() if hasattr(actual, "detach") else actual, dtype=np.float64)
-    except Exception:
+        a = as_array("value", actual).astype(np.float64)
+    except CheckFailure:
         return None
     for cand, msg in candidates:
         with np.errstate(all="ignore"):
@@ -90,39 +106,10 @@ def likely_cause(actual, candidates, tol: float = 1e-6) -> str | None:
 
 def unpack(result, n: int, name: str, what: str):
     """Check that a learner's function returned an n-tuple (``what`` names its parts) and return it."""
-    if not isinstance(result, tuple) or len(result) != n:
-        raise CheckFailure(f"{name} must return a tuple {what}, got {type(result).__name__}")
+    if type(result) is not tuple or len(result) != n:
+        raise CheckFailure(f"{name} must return a tuple {what}, got {_kind(result)}"
+                           + (f" of length {len(result)}" if type(result) in (tuple, list) else ""))
     return result
-
-
-def _learner_frame(tb) -> str:
-    """The last traceback frame that comes from notebook code (not numpy, not this package)."""
-    frames = [f for f in traceback.extract_tb(tb)
-              if "site-packages" not in f.filename and "/autograder/" not in f.filename]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f" (line {f.lineno}: {f.line})" if f.line else f" (line {f.lineno})"
-
-
-def call_learner(fn: Callable, *args, **kwargs):
-    """Call learner code with its stdout/stderr captured and warnings silenced.
-
-    Raises CheckFailure naming the exception the learner's code raised.
-    """
-    name = getattr(fn, "__name__", "the function")
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise CheckFailure(f"{name} is not implemented yet (it raised NotImplementedError)", stop=True) from None
-    except CheckFailure:
-        raise
-    except Exception as exc:  # any learner error becomes a failed sub-test
-        raise CheckFailure(f"{name} raised {type(exc).__name__}: {exc}{_learner_frame(exc.__traceback__)}") from None
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -211,59 +198,94 @@ def forbidden_uses(fn, roots=FORBIDDEN_ROOTS, attrs=(), _depth: int = 0, _seen=N
 
 
 def guard(report: "Report", *objs, roots=FORBIDDEN_ROOTS, attrs=(), how: str = "in NumPy"):
-    """Zero the report (and return its score) when an object is missing or delegates to forbidden code."""
+    """Zero the report (and return its score) when an object is missing or is not a function or class.
+
+    In the learner's own notebook it also predicts what grading will do with delegation: bnlib and torch's
+    normalization are absent from the grading kernel, so a function that reaches them (seen here by
+    :func:`forbidden_uses`, which only reads names) will earn nothing; it says so now instead of later.
+    While grading, nothing is read from the learner's code: the absence itself does the work.
+    """
     for obj in objs:
-        if not callable(obj):
-            return report.zero(f"expected a function or class, got {type(obj).__name__}")
+        info = describe(obj)
+        name = getattr(obj, "__name__", "this")
+        if info.get("kind") == "missing":
+            return report.zero(f"{name} is not defined (run the cell that defines it)")
+        if info.get("kind") not in ("function", "class"):
+            return report.zero(f"expected a function or class, got {str(info.get('type', '?')).rpartition('.')[2]}")
+        if isinstance(obj, Proxy):
+            continue
         bad = forbidden_uses(obj, roots, attrs)
         if bad:
             return report.zero(
-                f"{getattr(obj, '__name__', 'this')} must be written {how} by you; it uses {', '.join(bad)}. "
-                "Delegating to bnlib, to a built-in batch norm or to the autograder earns no credit here.")
+                f"{name} must be written {how} by you; it uses {', '.join(bad)}. bnlib, torch's normalization "
+                "layers and the autograder are not available when your notebook is graded, so this earns no credit.")
     return None
 
 
 @dataclass
 class Report:
-    """Collects weighted sub-tests and turns them into printed lines and a score."""
+    """Collects weighted sub-tests and turns them into printed lines and a score.
+
+    A sub-test may ``require`` others by name: it is run and reported, but its weight counts only when
+    every required sub-test passed. Properties that a function doing nothing also has (inputs left
+    untouched, gradient invariants, unchanged buffers, the right class structure) require the sub-test of
+    the main behaviour, so that no credit comes without the output itself being right.
+    """
 
     title: str
     points: float
-    lines: list[str] = field(default_factory=list)
-    earned: float = 0.0
-    total: float = 0.0
+    entries: list = field(default_factory=list)   # [name, weight, passed, line, requires]
     skipped: int = 0
+    zeroed: str | None = None
 
-    def run(self, name: str, weight: float, test: Callable[[], str | None]) -> bool:
+    def run(self, name: str, weight: float, test: Callable[[], str | None], requires=()) -> bool:
         """Run one sub-test; ``test`` returns an optional detail string or raises CheckFailure."""
-        self.total += weight
+        requires = (requires,) if isinstance(requires, str) else tuple(requires)
+        entry = [name, weight, False, "", requires]
+        self.entries.append(entry)
         if self.skipped:
             self.skipped += 1
             return False
         try:
             detail = test()
         except CheckFailure as exc:
-            self.lines.append(f"  FAIL  {name}: {exc}")
+            entry[3] = f"  FAIL  {name}: {exc}"
             if exc.stop:
                 self.skipped = 1
             return False
-        except Exception as exc:  # a bug in the check itself must not cost the learner the cell
-            self.lines.append(f"  FAIL  {name}: unexpected {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - never let a surprise escape the test cell
+            entry[3] = f"  FAIL  {name}: unexpected {type(exc).__name__}: {exc}"
             return False
-        self.earned += weight
-        self.lines.append(f"  pass  {name}" + (f" ({detail})" if detail else ""))
+        entry[2] = True
+        entry[3] = f"  pass  {name}" + (f" ({detail})" if detail else "")
         return True
 
     def zero(self, reason: str) -> float:
-        self.lines.append(f"  FAIL  {reason}")
-        self.earned, self.total = 0.0, 1.0
+        self.zeroed = reason
         return self.finish()
 
+    def score(self) -> float:
+        if self.zeroed is not None:
+            return 0.0
+        passed = {e[0] for e in self.entries if e[2]}
+        total = sum(e[1] for e in self.entries)
+        earned = sum(e[1] for e in self.entries if e[2] and all(r in passed for r in e[4]))
+        score = 0.0 if total == 0 else self.points * earned / total
+        return float(round(min(max(score, 0.0), self.points), 2))
+
     def finish(self) -> float:
-        score = 0.0 if self.total == 0 else self.points * self.earned / self.total
-        score = float(round(score, 2))
+        score = self.score()
         print(f"{self.title}: {score:g} / {self.points:g} points")
-        for line in self.lines:
+        if self.zeroed is not None:
+            print(f"  FAIL  {self.zeroed}")
+            return score
+        passed = {e[0] for e in self.entries if e[2]}
+        for name, _, ok, line, requires in self.entries:
+            if not line:
+                continue
+            missing = [r for r in requires if r not in passed]
+            if ok and missing:
+                line += f" -- no credit until this passes: {missing[0]}"
             print(line)
         if self.skipped > 1:
             print(f"  ...   {self.skipped - 1} more check(s) not run")

@@ -1,0 +1,43 @@
+"""The course's modules, in one place: assignment id, checks, bank, and what a grading kernel may use.
+
+Tests, the CLI and the grading engine read this registry instead of keeping their own lists of modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sandbox import Policy
+
+BASE_DENY = ("bnlib", "autograder", "nbgrader")
+TORCH = ("torch", "functorch", "torchgen")
+
+
+@dataclass(frozen=True)
+class Module:
+    assignment: str
+    title: str
+    checks: str          # module holding the check_* functions
+    bank: str            # module holding BUGS and CORRECT_VARIANTS
+    min_bank: int        # bank size the module's issue asks for
+    policy: Policy       # what the grading kernel may use
+
+
+MODULES = (
+    Module("01_batchnorm_numpy", "BatchNorm from scratch (NumPy)", "autograder.checks.m01", "autograder.bank.m01", 20,
+           Policy(deny=BASE_DENY + TORCH)),
+    Module("02_batchnorm_pytorch", "BatchNorm in PyTorch and on the GPU", "autograder.checks.m02",
+           "autograder.bank.m02", 10, Policy(deny=BASE_DENY, torch_normalization=False, preload=("torch",))),
+    Module("03_normalization_family", "The normalization family and its pitfalls", "autograder.checks.m03",
+           "autograder.bank.m03", 15, Policy(deny=BASE_DENY + TORCH)),
+)
+
+
+def find(assignment: str) -> Module | None:
+    return next((m for m in MODULES if m.assignment == assignment), None)
+
+
+def policy(assignment: str) -> Policy:
+    """The kernel policy of an assignment; an assignment this course does not know gets the strictest
+    general one (no course packages; torch present but without its normalization layers)."""
+    module = find(assignment)
+    return module.policy if module else Policy(deny=BASE_DENY, torch_normalization=False)
