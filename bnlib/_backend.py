@@ -1,108 +1,220 @@
-"""The few array operations where NumPy and PyTorch differ; the maths in bnlib is written once on top.
+"""Array backends: the few operations where NumPy and PyTorch differ, declared once as a Protocol.
 
-``ops_for(x)`` returns :data:`NUMPY` for a ``numpy.ndarray`` and :data:`TORCH` for a ``torch.Tensor``
-(CPU or CUDA). torch is imported only when a tensor is passed, so NumPy users never pay for it.
+The maths of every layer in bnlib is written once, as the formulas of its paper, on top of a
+:class:`Backend`. Two operations carry all of the speed work, so that the formulas need none:
+
+* :meth:`Backend.per_channel` runs a per-channel computation over arrays viewed as (N, C, L) (samples,
+  channels, positions): partial ``sums`` over blocks of samples, merged by ``combine``; the per-channel
+  ``coefficients`` once the sums are complete; then an elementwise ``apply`` pass that writes the output.
+  NumPy cuts the arrays into cache-sized blocks and runs them on a thread pool: when a slab of whole
+  channels (all N samples) fits in the L2 cache, sums, coefficients and apply run on the slab while it is
+  in cache, so the input is read from memory once; otherwise blocks of samples are swept twice. torch
+  runs each step once over the whole tensor, eagerly or (``set_torch_route("compile")``) through
+  ``torch.compile``, which fuses the steps into a few loops.
+* :meth:`Backend.channel_sum` sums a block over its samples and positions, accurately and fast.
+
+Everything else is a thin alias (dtype rules, sqrt, clip, concatenation). ``backend_for(x)`` returns the
+backend for x's array library; torch is imported only when a tensor is passed.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-_POOL = None
+__all__ = ["Backend", "NumpyBackend", "TorchBackend", "backend_for", "set_num_threads", "set_torch_route",
+           "torch_route", "add_partials"]
+
+
+def _positions(shape) -> int:
+    l = 1
+    for s in shape[2:]:
+        l *= s
+    return l
+
+
+def add_partials(p, q):
+    """The default ``combine`` of :meth:`Backend.per_channel`: partial sums add up."""
+    return tuple(a + b for a, b in zip(p, q))
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What bnlib's maths needs from an array library.
+
+    Arrays passed to :meth:`per_channel` are (N, C, L) views; per-channel vectors are (C, 1) columns, so
+    that ``x - mean`` broadcasts over samples and positions in both libraries.
+    """
+
+    name: str
+    array_type_name: str
+
+    def is_array(self, a) -> bool: ...
+    def is_float(self, a) -> bool: ...
+    def compute_dtype(self, a): ...       # dtype the elementwise arithmetic runs in (float32 or float64)
+    def acc_dtype(self, a): ...           # dtype of per-channel statistics and parameter gradients' sums
+    def astype(self, a, dtype): ...
+    def sqrt(self, a): ...
+    def clip(self, a, low, high): ...
+    def concat(self, arrays, axis: int = 0): ...
+    def zeros(self, shape, dtype, like): ...
+    def copy(self, a): ...                # a new array with a's values (and torch memory format)
+    def all_finite(self, a) -> bool: ...
+    def finite_or(self, a, b): ...       # a where a is finite, else b (elementwise)
+    def same_place(self, a, b) -> bool: ...
+    def place(self, a) -> str: ...
+    def computing(self): ...              # the context bnlib's maths runs in (see the implementations)
+    def channels_view(self, x): ...       # (N, C, *spatial) -> (N, C, L) view (no copy when possible)
+    def sum(self, a, axes, dtype=None): ...
+
+    def channel_sum(self, a, b=None):
+        """Per channel c of an (N, C, L) block: sum over n and l of a (or of a * b), as a (C, 1) column
+        in the accumulation dtype."""
+
+    def per_channel(self, arrays: Sequence[Any], params: Sequence[Any], coefficients: Callable,
+                    apply: Callable | None, *, sums: Callable | None = None, combine: Callable = add_partials,
+                    out_dtype=None):
+        """Run a per-channel computation; return ``(out, coefs)``.
+
+        ``sums(*blocks, *params)`` returns partial per-channel results over a block of samples (all
+        positions); ``combine(p, q)`` merges two partials. ``coefficients(totals, *params)`` turns the
+        complete sums (None without ``sums``) into per-channel (C, 1) vectors (or None entries);
+        ``apply(*blocks, *coefs)`` returns a block of the output, stored with ``out_dtype`` (no output
+        when ``apply`` is None). ``sums`` and ``apply`` work in the compute dtype (blocks, params and
+        coefficients are cast to it); ``coefficients`` gets the params as given and works in full
+        precision, and the returned ``coefs`` keep their dtype. ``params`` are (C, 1) vectors or None,
+        sliced with the blocks.
+        """
+
+    def run(self, fn, *args):
+        """fn(self, *args), possibly compiled (torch's "compile" route)."""
+
+
+# ----------------------------------------------------------------------------------------- NumPy
+_THREADS = os.cpu_count() or 1
+_POOL: ThreadPoolExecutor | None = None
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the NumPy backend (default: the number of CPUs). NumPy's ufuncs release the GIL,
+    so blocks run in parallel."""
+    global _THREADS, _POOL
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be an int >= 1, got {n!r}")
+    if n != _THREADS and _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
+    _THREADS = n
 
 
 def _pool() -> ThreadPoolExecutor:
-    # NumPy's ufuncs release the GIL, so independent blocks run in parallel on the CPU's cores.
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="bnlib")
+        _POOL = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="bnlib")
     return _POOL
 
 
-class NumpyOps:
+def _quiet(fn):
+    def run(item):
+        with np.errstate(all="ignore"):      # errstate is per thread: set it in the pool's threads too
+            return fn(item)
+    return run
+
+
+def _pmap(fn, items):
+    items = list(items)
+    if len(items) == 1 or _THREADS == 1:
+        return [fn(i) for i in items]
+    return list(_pool().map(_quiet(fn), items))
+
+
+class NumpyBackend:
     name = "numpy"
     array_type_name = "numpy.ndarray"
-    #: elements per block: a (B, C, L) slab of about 256 KiB of float32 stays in L2 between the
-    #: operations on it, so each block is read from memory once per pass
-    BLOCK = 1 << 16
+    #: elements of a block: 2**18 float32 values (1 MiB) stay in a core's L2 cache while the
+    #: callbacks make their passes over them
+    BLOCK = 1 << 18
+    #: a slab of whole channels must have contiguous runs of at least this many bytes per sample
+    RUN = 256
 
-    def blocks(self, shape):
-        """Slices of axis 0 that cut an (N, C, L) array into cache-sized slabs."""
-        n, per = shape[0], max(1, shape[1] * shape[2])
-        step = max(1, self.BLOCK // per)
-        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+    def run(self, fn, *args):
+        """fn(self, *args): the NumPy backend has one route."""
+        return fn(self, *args)
 
-    def map(self, fn, arrays, dtype, cdtype):
-        """fn(*blocks, out=...) block by block, in parallel, into one new array of ``dtype``.
+    # -- the two ops that carry the speed work
+    def plan(self, n: int, c: int, l: int, itemsize: int):
+        """("slabs", [channel slices]) when whole channels fit a block, else ("rows", [sample slices])."""
+        per_channel = n * l
+        min_ch = max(1, -(-self.RUN // (l * itemsize)))
+        if min_ch <= c and per_channel * min_ch <= self.BLOCK:
+            width = max(min_ch, self.BLOCK // per_channel)
+            width = min(width, max(min_ch, -(-c // (2 * _THREADS))))   # enough slabs for the threads
+            return "slabs", [slice(i, min(i + width, c)) for i in range(0, c, width)]
+        step = max(1, self.BLOCK // max(1, c * l))
+        return "rows", [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
-        When ``dtype`` is the compute dtype, fn writes straight into the output block (``out``);
-        otherwise (float16 input) it returns a float32 block that is cast on assignment.
-        """
-        out = np.empty(arrays[0].shape, dtype=dtype)
-        direct = np.dtype(dtype) == np.dtype(cdtype)
+    def per_channel(self, arrays, params, coefficients, apply, *, sums=None, combine=add_partials,
+                    out_dtype=None):
+        n, c, l = arrays[0].shape
+        cdt = self.compute_dtype(arrays[0])
+        kind, parts = self.plan(n, c, l, np.dtype(cdt).itemsize)
+        out = None if apply is None else np.empty((n, c, l), dtype=out_dtype or arrays[0].dtype)
 
-        def work(sl):
-            if direct:
-                fn(*(a[sl] for a in arrays), out=out[sl])
+        def blocks(index):
+            return [a[index].astype(cdt, copy=False) for a in arrays]
+
+        def cast(vectors):
+            return [None if v is None else v.astype(cdt, copy=False) for v in vectors]
+
+        if kind == "slabs":
+            def work(sl):
+                bl = blocks((slice(None), sl))
+                ps = [None if p is None else p[sl] for p in params]
+                coefs = coefficients(sums(*bl, *cast(ps)) if sums is not None else None, *ps)
+                if apply is not None:
+                    out[:, sl] = apply(*bl, *cast(coefs))
+                return coefs
+            pieces = _pmap(work, parts)
+            coefs = tuple(None if pieces[0][i] is None else np.concatenate([p[i] for p in pieces])
+                          for i in range(len(pieces[0])))
+            return out, coefs
+        totals = None
+        if sums is not None:
+            low_params = cast(params)
+            partials = _pmap(lambda rows: sums(*blocks(rows), *low_params), parts)
+            totals = partials[0]
+            for p in partials[1:]:
+                totals = combine(totals, p)
+        coefs = coefficients(totals, *params)
+        if apply is not None:
+            low = cast(coefs)
+
+            def work_rows(rows):
+                out[rows] = apply(*blocks(rows), *low)
+            _pmap(work_rows, parts)
+        return out, tuple(coefs)
+
+    @staticmethod
+    def channel_sum(a, b=None):
+        acc = np.float64
+        if a.dtype == np.float32:
+            if a.shape[2] == 1:    # (N, C): a BLAS matrix-vector product, ~20x faster than adding rows
+                prod = a[:, :, 0] if b is None else a[:, :, 0] * b[:, :, 0]
+                s = np.ones(a.shape[0], np.float32) @ prod
+            elif b is None:        # pairwise float32 sums along the contiguous positions, then float64
+                s = a.sum(axis=2).sum(axis=0, dtype=acc)
             else:
-                out[sl] = fn(*(a[sl] for a in arrays), out=None)
-        list(_pool().map(work, self.blocks(arrays[0].shape)))
-        return out
+                s = np.einsum("ncl,ncl->nc", a, b).sum(axis=0, dtype=acc)
+        elif b is None:
+            s = a.sum(axis=(0, 2), dtype=acc)
+        else:
+            s = np.einsum("ncl,ncl->c", a, b, dtype=acc)
+        return np.asarray(s, dtype=acc).reshape(-1, 1)
 
-    def reduce(self, fn, arrays):
-        """Sum over blocks of fn(blocks...), which returns a tuple of per-channel vectors."""
-        parts = list(_pool().map(lambda sl: fn(*(a[sl] for a in arrays)), self.blocks(arrays[0].shape)))
-        return tuple(sum(p[i] for p in parts) for i in range(len(parts[0])))
-
-    @staticmethod
-    def sub(a, b, out=None):
-        return np.subtract(a, b, out=out)
-
-    @staticmethod
-    def concat(arrays):
-        return np.concatenate(arrays, axis=0)
-
-    @staticmethod
-    def clip(a, low, high):
-        return np.clip(a, low, high)
-
-    # plain 2-D reductions for (R, K) matrices (layer and group norm)
-    @staticmethod
-    def row_sum(a):
-        return a.sum(axis=1)
-
-    @staticmethod
-    def row_dot(a, b):
-        return np.einsum("rk,rk->r", a, b)
-
-    @staticmethod
-    def col_sum(a):
-        return a.sum(axis=0)
-
-    @staticmethod
-    def mul(a, b, out=None):
-        return np.multiply(a, b, out=out)
-
-    def first(self, a):
-        return a[self.blocks(a.shape)[0]]
-
-    def per_channel(self, shape):
-        """Broadcast a (C,) vector over (B, C, L) blocks as a materialized block-shaped array, so that
-        elementwise loops run over whole contiguous blocks (long loops release the GIL and vectorize)."""
-        n, c, l = shape
-        rows = self.blocks(shape)[0].stop
-        if l > 1:
-            return lambda v: np.ascontiguousarray(np.broadcast_to(v[None, :, None], (1, c, l)))
-        return lambda v: np.ascontiguousarray(np.broadcast_to(v[None, :, None], (rows, c, 1)))
-
-    @staticmethod
-    def fit(const, block):
-        return const[: block.shape[0]]
-
+    # -- aliases
     @staticmethod
     def is_array(a) -> bool:
         return isinstance(a, np.ndarray)
@@ -113,48 +225,45 @@ class NumpyOps:
 
     @staticmethod
     def compute_dtype(a):
-        # float16 has too little range and precision for the normalization itself.
+        # float16 has too little range and precision for the normalization itself
         return np.float64 if a.dtype == np.float64 else np.float32
 
     @staticmethod
     def acc_dtype(a):
-        # Statistics accumulate in float64: NumPy's axis-0 reductions add row by row, not pairwise.
+        # statistics accumulate in float64: NumPy's reductions across rows add one row at a time
         return np.float64
-
-    @staticmethod
-    def sum(a, axes, dtype):
-        # Within a block: pairwise float32 sums along the contiguous axis L (accurate and fast), then
-        # float64 across samples. (N, C) inputs (L = 1) sum rows in float64 directly.
-        if a.ndim == 3 and axes == (0, 2) and a.dtype == np.float32:
-            if a.shape[2] == 1:  # BLAS matrix-vector product: ~20x faster than a row-by-row sum
-                return (np.ones(a.shape[0], np.float32) @ a[:, :, 0]).astype(dtype)
-            return a.sum(axis=2).sum(axis=0, dtype=dtype)
-        return a.sum(axis=axes, dtype=dtype)
-
-    @staticmethod
-    def dot(a, b, axes, dtype):
-        # sum(a * b) over (N, L) without materializing the product; a and b are (B, C, L) blocks
-        if a.dtype == b.dtype == np.float32:
-            if a.shape[2] == 1:
-                return (np.ones(a.shape[0], np.float32) @ (a[:, :, 0] * b[:, :, 0])).astype(dtype)
-            return np.einsum("ncl,ncl->nc", a, b).sum(axis=0, dtype=dtype)
-        return np.einsum("ncl,ncl->c", a, b, dtype=dtype, casting="unsafe")
 
     @staticmethod
     def astype(a, dtype):
         return a.astype(dtype, copy=False)
 
     @staticmethod
-    def copy_as(a, dtype):
-        return a.astype(dtype, copy=True)
-
-    @staticmethod
     def sqrt(a):
         return np.sqrt(a)
 
     @staticmethod
+    def clip(a, low, high):
+        return np.clip(a, low, high)
+
+    @staticmethod
+    def concat(arrays, axis=0):
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def zeros(shape, dtype, like):
+        return np.zeros(shape, dtype=dtype)
+
+    @staticmethod
+    def copy(a):
+        return a.copy()
+
+    @staticmethod
     def all_finite(a) -> bool:
         return bool(np.all(np.isfinite(a)))
+
+    @staticmethod
+    def finite_or(a, b):
+        return np.where(np.isfinite(a), a, b)
 
     @staticmethod
     def same_place(a, b) -> bool:
@@ -165,96 +274,119 @@ class NumpyOps:
         return "cpu"
 
     @staticmethod
+    def computing():
+        # NaN and Inf are checked explicitly (or propagated on purpose): no RuntimeWarnings on stderr
+        return np.errstate(all="ignore")
+
+    @staticmethod
+    def channels_view(x):
+        return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], _positions(x.shape))
+
+    @staticmethod
     def channels_last(x) -> bool:
         return False
 
     @staticmethod
-    def no_grad():
-        return contextlib.nullcontext()
+    def sum(a, axes, dtype=None):
+        return a.sum(axis=axes, dtype=dtype, keepdims=True)
 
 
-class TorchOps:
+# ----------------------------------------------------------------------------------------- torch
+_ROUTE = os.environ.get("BNLIB_TORCH_ROUTE", "eager")
+
+
+def set_torch_route(route: str) -> None:
+    """How the torch backend runs first-order passes: ``"eager"`` (default: one torch op per step of the
+    formula) or ``"compile"`` (the same formula through ``torch.compile``, fused into a few loops; the
+    first call for a new shape compiles for seconds). Double backward always runs eagerly. The
+    environment variable ``BNLIB_TORCH_ROUTE`` sets the default."""
+    global _ROUTE
+    if route not in ("eager", "compile"):
+        raise ValueError(f"route must be 'eager' or 'compile', got {route!r}")
+    _ROUTE = route
+
+
+def torch_route() -> str:
+    """The torch backend's current route (see :func:`set_torch_route`)."""
+    return _ROUTE
+
+
+class TorchBackend:
     name = "torch"
     array_type_name = "torch.Tensor"
 
     def __init__(self):
         import torch
         self.torch = torch
+        self._compiled = {}
 
-    # torch's kernels are already multi-threaded (CPU) or massively parallel (CUDA): one block.
-    def map(self, fn, arrays, dtype, cdtype):
-        return fn(*arrays, out=None).to(dtype)
+    def run(self, fn, *args):
+        """fn(self, *args), through torch.compile when that route is chosen and no graph is recorded
+        (double backward needs the eager ops)."""
+        torch = self.torch
+        if _ROUTE == "compile" and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            compiled = self._compiled.get(fn)
+            if compiled is None:
+                compiled = self._compiled[fn] = torch.compile(fn, dynamic=None)
+            return compiled(self, *args)
+        return fn(self, *args)
 
-    @staticmethod
-    def sub(a, b, out=None):
-        return a - b
+    # -- the two ops: one block, torch's own kernels are parallel already
+    def per_channel(self, arrays, params, coefficients, apply, *, sums=None, combine=add_partials,
+                    out_dtype=None):
+        cdt = self.compute_dtype(arrays[0])
+        blocks = [a.to(cdt) for a in arrays]
+        low_params = [None if p is None else p.to(cdt) for p in params]
+        coefs = coefficients(sums(*blocks, *low_params) if sums is not None else None, *params)
+        if apply is None:
+            return None, tuple(coefs)
+        low = [None if v is None else v.to(cdt) for v in coefs]
+        out = apply(*blocks, *low)
+        return out.to(out_dtype or arrays[0].dtype), tuple(coefs)
 
-    def concat(self, arrays):
-        return self.torch.cat(arrays, dim=0)
+    def channel_sum(self, a, b=None):
+        t = a if b is None else a * b
+        return t.sum(dim=(0, 2), dtype=self.acc_dtype(a)).unsqueeze(1)
 
-    def clip(self, a, low, high):
-        return self.torch.clamp(a, low, high)
-
-    @staticmethod
-    def row_sum(a):
-        return a.sum(dim=1)
-
-    @staticmethod
-    def row_dot(a, b):
-        return (a * b).sum(dim=1)
-
-    @staticmethod
-    def col_sum(a):
-        return a.sum(dim=0)
-
-    @staticmethod
-    def mul(a, b, out=None):
-        return a * b
-
-    def reduce(self, fn, arrays):
-        return fn(*arrays)
-
-    def first(self, a):
-        return a
-
-    def per_channel(self, shape):
-        return None  # the layout's own view-based broadcast
-
-    @staticmethod
-    def fit(const, block):
-        return const
-
+    # -- aliases
     def is_array(self, a) -> bool:
         return isinstance(a, self.torch.Tensor)
 
     def is_float(self, a) -> bool:
-        return a.dtype in (self.torch.float16, self.torch.bfloat16, self.torch.float32, self.torch.float64)
+        t = self.torch
+        return a.dtype in (t.float16, t.bfloat16, t.float32, t.float64)
 
     def compute_dtype(self, a):
         return self.torch.float64 if a.dtype == self.torch.float64 else self.torch.float32
 
     def acc_dtype(self, a):
-        # torch's float32 reductions are cascade-summed (CPU) or tree-shaped (CUDA), accurate enough for
-        # the two-pass statistics; float64 accumulation is ~25x slower on the CPU and slow on most GPUs.
+        # torch's float32 reductions are cascade-summed (CPU) or tree-shaped (CUDA): accurate enough;
+        # float64 accumulation is ~25x slower on the CPU and slow on most GPUs
         return self.torch.float64 if a.dtype == self.torch.float64 else self.torch.float32
-
-    def sum(self, a, axes, dtype):
-        return a.sum(dim=axes, dtype=dtype)
-
-    def dot(self, a, b, axes, dtype):
-        return (a * b).sum(dim=axes, dtype=dtype)
 
     def astype(self, a, dtype):
         return a.to(dtype)
 
-    def copy_as(self, a, dtype):
-        return a.to(dtype, copy=True)
-
     def sqrt(self, a):
         return self.torch.sqrt(a)
 
+    def clip(self, a, low, high):
+        return self.torch.clamp(a, low, high)
+
+    def concat(self, arrays, axis=0):
+        return self.torch.cat(list(arrays), dim=axis)
+
+    def zeros(self, shape, dtype, like):
+        return self.torch.zeros(shape, dtype=dtype, device=like.device)
+
+    def copy(self, a):
+        return a.clone()
+
     def all_finite(self, a) -> bool:
         return bool(self.torch.isfinite(a).all())
+
+    def finite_or(self, a, b):
+        return self.torch.where(self.torch.isfinite(a), a, b)
 
     def same_place(self, a, b) -> bool:
         return a.device == b.device
@@ -262,26 +394,43 @@ class TorchOps:
     def place(self, a) -> str:
         return str(a.device)
 
-    def channels_last(self, x) -> bool:
-        return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=self.torch.channels_last)
-
-    def no_grad(self):
+    def computing(self):
         # bnlib computes gradients by hand: record no autograd graph
         return self.torch.no_grad()
 
+    def channels_view(self, x):
+        # flatten(2) is a view for contiguous and channels_last tensors alike, so the layout is kept
+        if x.ndim == 2:
+            return x.unsqueeze(2)
+        try:
+            return x.view(x.shape[0], x.shape[1], _positions(x.shape))
+        except RuntimeError:          # a layout that no view can flatten: copy
+            return x.reshape(x.shape[0], x.shape[1], _positions(x.shape))
 
-NUMPY = NumpyOps()
-_TORCH = None
+    def channels_last(self, x) -> bool:
+        t = self.torch
+        if x.ndim == 4:
+            return not x.is_contiguous() and x.is_contiguous(memory_format=t.channels_last)
+        if x.ndim == 5:
+            return not x.is_contiguous() and x.is_contiguous(memory_format=t.channels_last_3d)
+        return False
+
+    def sum(self, a, axes, dtype=None):
+        return a.sum(dim=axes, dtype=dtype, keepdim=True)
 
 
-def ops_for(x):
-    """The ops for x's array library; TypeError for anything else."""
+NUMPY = NumpyBackend()
+_TORCH: TorchBackend | None = None
+
+
+def backend_for(x) -> Backend:
+    """The backend for x's array library; TypeError for anything else."""
     if isinstance(x, np.ndarray):
         return NUMPY
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         global _TORCH
         if _TORCH is None:
-            _TORCH = TorchOps()
+            _TORCH = TorchBackend()
         return _TORCH
     raise TypeError(f"x must be a numpy.ndarray or a torch.Tensor, got {type(x).__module__}.{type(x).__name__}")

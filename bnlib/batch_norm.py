@@ -1,8 +1,9 @@
 """Batch normalization: forward and hand-written backward, one implementation for NumPy and PyTorch.
 
 Source: S. Ioffe and C. Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing
-Internal Covariate Shift", ICML 2015 (arXiv:1502.03167), Algorithm 1 (the transform) and Algorithm 2
-(inference with population statistics). Conventions follow PyTorch's ``torch.nn.functional.batch_norm``:
+Internal Covariate Shift", ICML 2015 (arXiv:1502.03167): Algorithm 1 (the transform, Section 3),
+Algorithm 2 (inference with population statistics, Section 3.1) and the gradients of Section 3.
+Conventions follow PyTorch's ``torch.nn.functional.batch_norm``:
 
 * statistics are taken per channel C over every other axis: m = N for (N, C), m = N*H*W for (N, C, H, W);
 * the output is normalized with the *biased* batch variance (divide by m);
@@ -10,248 +11,263 @@ Internal Covariate Shift", ICML 2015 (arXiv:1502.03167), Algorithm 1 (the transf
 * ``momentum`` weights the NEW statistic: ``running = (1 - momentum) * running + momentum * batch``;
 * ``eps`` is added inside the square root.
 
-Precision: float16 and bfloat16 inputs are normalized in float32; statistics use shifted sums (the
-two-pass variance for torch), accumulated in float64 (NumPy) or in float32 (torch, whose CPU reductions
-are cascade-summed and CUDA reductions tree-shaped; float64 inputs stay float64), so inputs whose mean
-lies far from zero keep their precision.
+The maths below is written once over x viewed as (N, C, L) (L = product of the spatial sizes) with
+per-channel (C, 1) columns; :meth:`bnlib._backend.Backend.per_channel` hides the cache blocking and
+threads (NumPy) or the fusion (torch.compile). Statistics are two-pass within each block, and blocks are
+merged with the pairwise update of Chan, Golub and LeVeque (1979), so a mean far from zero keeps its
+precision. float16 and bfloat16 inputs are computed in float32.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from ._backend import backend_for
+from ._checks import (check_channel_vector, check_dy, check_eps, check_features, check_finite,
+                      check_nonfinite, check_one_value, check_saved, check_scalar, check_training)
+from .saved import Grads, Saved
 
-from ._backend import ops_for
-from ._checks import check_channel_vector, check_features, check_finite, check_scalar
-
-__all__ = ["BatchNormSaved", "batch_norm_forward", "batch_norm_backward"]
+__all__ = ["batch_norm_forward", "batch_norm_backward"]
 
 
-@dataclass(frozen=True)
-class BatchNormSaved:
-    """What the forward pass keeps for the backward pass: the input itself and two vectors per channel.
+# ----------------------------------------------------------------------------- the maths
+def moments(be, xb):
+    """Count, mean and centred sum of squares of each channel of a block: the corrected two-pass algorithm
+    (Chan, Golub & LeVeque 1983, Eq. 1.7), exact even when the first mean is rounded."""
+    n = xb.shape[0] * xb.shape[2]
+    mean0 = be.channel_sum(xb) / n
+    d = xb - be.astype(mean0, xb.dtype)
+    s1, s2 = be.channel_sum(d), be.channel_sum(d, d)
+    # where the correction is not finite (a channel holding +-Inf), the plain mean, as torch: +-Inf or NaN
+    return n, be.finite_or(mean0 + s1 / n, mean0), s2 - s1 * s1 / n
 
-    Keeping x (which the caller holds anyway) rather than the normalized xhat saves writing a tensor in
-    the forward pass; the backward pass recomputes x - mean on the fly.
 
-    Attributes:
-        x: the input in the computation layout: (N, C, L) with L the product of the spatial sizes (1 for
-            (N, C)), or (N, H, W, C) for a channels_last torch tensor; x's dtype.
-        mean: per-channel mean used to normalize, shape (C,), accumulation dtype (float64 for NumPy,
-            float32 for torch unless x is float64): the batch mean in training, ``running_mean`` in eval.
-        invstd: 1 / sqrt(var + eps) per channel, shape (C,), accumulation dtype, with var the biased
-            batch variance in training mode and ``running_var`` in eval mode.
-        weight: gamma, shape (C,), or None when the layer has no scale.
-        has_bias: whether a beta was given (then dbias is returned).
-        training: whether the batch statistics were used (they depend on x, which changes dx).
-        channels_last: whether x is in the (N, H, W, C) layout.
-        shape, dtype: the input's shape and dtype, for the shapes and dtypes of the gradients.
+def merge_moments(p, q):
+    """The moments of two blocks together (Chan, Golub & LeVeque 1979, the pairwise update)."""
+    na, mean_a, m2_a = p
+    nb, mean_b, m2_b = q
+    n = na + nb
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (nb / n), m2_a + m2_b + delta * delta * (na * nb / n)
+
+
+def train_forward(be, x, weight, bias, eps):
+    """Algorithm 1: normalize x (N, C, L) with its batch statistics; weight, bias: (C, 1) or None.
+    Returns (y, mean, var, invstd), the statistics as (C, 1) columns."""
+
+    def coefficients(stats, weight, bias):
+        n, mean, m2 = stats
+        var = m2 / n                                        # biased batch variance sigma_B^2
+        invstd = 1 / be.sqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        return mean, var, invstd, scale, bias
+
+    def apply(xb, mean, var, invstd, scale, bias):          # y = gamma * (x - mu_B) / sqrt(sigma_B^2 + eps) + beta
+        y = (xb - mean) * scale
+        return y if bias is None else y + bias
+
+    y, (mean, var, invstd, _, _) = be.per_channel(
+        (x,), (weight, bias), coefficients, apply, sums=lambda xb, w, b: moments(be, xb), combine=merge_moments)
+    return y, mean, var, invstd
+
+
+def train_statistics(be, x, eps):
+    """(mean, var, invstd) of Algorithm 1 without the output (differentiable in torch: double backward)."""
+    def coefficients(stats):
+        n, mean, m2 = stats
+        var = m2 / n
+        return mean, var, 1 / be.sqrt(var + eps)
+    _, stats = be.per_channel((x,), (), coefficients, None, sums=lambda xb: moments(be, xb), combine=merge_moments)
+    return stats
+
+
+def eval_forward(be, x, mean, var, weight, bias, eps):
+    """Algorithm 2: normalize with the population (running) statistics. Returns (y, invstd)."""
+
+    def coefficients(_, mean, var, weight, bias):
+        invstd = 1 / be.sqrt(var + eps)
+        return mean, invstd, (invstd if weight is None else invstd * weight), bias
+
+    def apply(xb, mean, invstd, scale, bias):
+        y = (xb - mean) * scale
+        return y if bias is None else y + bias
+
+    y, (_, invstd, _, _) = be.per_channel((x,), (mean, var, weight, bias), coefficients, apply)
+    return y, invstd
+
+
+def backward(be, dy, x, mean, invstd, weight, training, need_weight=True, need_bias=True):
+    """The gradients of Section 3 with the sums collected, over (N, C, L) views. Returns
+    (dx, dweight, dbias) with dweight = sum(dy * xhat) and dbias = sum(dy) as (C, 1) columns.
+
+        dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))     (training: mu_B, sigma_B depend on x)
+        dx = gamma / sigma * dy                                           (eval: constant statistics)
     """
+    m = x.shape[0] * x.shape[2]
 
-    x: Any
-    mean: Any
-    invstd: Any
-    weight: Any
-    has_bias: bool
-    training: bool
-    channels_last: bool
-    shape: tuple
-    dtype: Any
+    def sums(dyb, xb, mean, invstd, weight):                # sum(dy) and sum(dy * (x - mu)) per channel
+        return be.channel_sum(dyb), be.channel_sum(dyb, xb - mean)
 
-    def normalized(self):
-        """xhat = (x - mean) * invstd with the input's shape, in the accumulation dtype (for checks)."""
-        ops = ops_for(self.x)  # a slow, plain broadcast: this is for tests and teaching, not the hot path
-        pc = (lambda a: a) if self.channels_last else (lambda a: a[None, :, None])  # x is (N, H, W, C) or (N, C, L)
-        xhat = (ops.astype(self.x, self.invstd.dtype) - pc(self.mean)) * pc(self.invstd)
-        return _restore(xhat, self.shape, self.channels_last)
+    def coefficients(s, mean, invstd, weight):
+        scale = invstd if weight is None else invstd * weight
+        if s is None:
+            return None, None, scale, mean, None, None
+        dbias = s[0]
+        dweight = s[1] * invstd                             # sum(dy * xhat)
+        if not training:
+            return dweight, dbias, scale, mean, None, None
+        return dweight, dbias, scale, mean, dbias / m, dweight * invstd / m   # mean(dy), mean(dy * xhat) / sigma
 
+    def apply(dyb, xb, dweight, dbias, scale, mean, mean_dy, k):
+        if not training:
+            return dyb * scale
+        return (dyb - mean_dy - (xb - mean) * k) * scale
 
-def _layout(ops, x, channels_last: bool):
-    """A view of x with channels where per-channel reductions are cheap, the axes to reduce, and how a
-    per-channel (C,) vector broadcasts against a block of that view."""
-    if channels_last:
-        return x.permute(0, 2, 3, 1), (0, 1, 2), (lambda a: a)          # (N, H, W, C): C is the fast axis
-    xv = x.reshape(x.shape[0], x.shape[1], -1)
-    return xv, (0, 2), ops.per_channel(tuple(xv.shape)) or (lambda a: a[None, :, None])
+    need_sums = training or need_weight or need_bias
+    dx, (dweight, dbias, *_) = be.per_channel((dy, x), (mean, invstd, weight), coefficients, apply,
+                                              sums=sums if need_sums else None, out_dtype=dy.dtype)
+    return dx, dweight, dbias
 
 
-def _restore(y, shape, channels_last: bool):
-    return y.permute(0, 3, 1, 2) if channels_last else y.reshape(shape)
+# ----------------------------------------------------------------------------- the public pair
+def _col(v):
+    return None if v is None else v.reshape(-1, 1)
 
 
-def _batch_stats(ops, xv, axes, pc, m, cdt, acc):
-    """Per-channel mean and biased variance in one pass over x (per block: the block stays in cache).
-
-    Shifted sums: with K the mean of the first block, mean = K + sum(x - K) / m and
-    var = sum((x - K)^2) / m - (sum(x - K) / m)^2. K lies within a few standard deviations of the mean,
-    so nothing cancels (for a single block, as with torch, K is the mean: the two-pass formula).
-    """
-    first = ops.first(xv)
-    count = 1
-    for ax in axes:
-        count *= first.shape[ax]
-    shift = ops.astype(ops.sum(first, axes, acc) / count, cdt)
-    check_finite(ops, "x", shift)
-    shift_c = pc(shift)
-
-    def sums(xb):
-        d = xb - ops.fit(shift_c, xb)
-        return ops.sum(d, axes, acc), ops.dot(d, d, axes, acc)
-    s1, s2 = ops.reduce(sums, (xv,))
-    check_finite(ops, "x", s2)
-    mu = s1 / m
-    return ops.astype(shift, acc) + mu, s2 / m - mu * mu
+def param_dtype(x, *params):
+    """Gradients of parameters come back in the parameters' dtype (torch's mixed-precision rule)."""
+    return next((p.dtype for p in params if p is not None), x.dtype)
 
 
-def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-    """Batch normalization forward pass (Ioffe & Szegedy 2015, Algorithm 1 and 2).
+def batch_norm_forward(x, *, weight=None, bias=None, running_mean=None, running_var=None, training,
+                       momentum=0.1, eps=1e-5, nonfinite="raise"):
+    """Batch normalization forward pass (Ioffe & Szegedy 2015, Algorithms 1 and 2).
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, per channel.
 
     Args:
         x: input, shape (N, C) or (N, C, *spatial); a ``numpy.ndarray`` (float16/32/64) or a
-            ``torch.Tensor`` on any device (float16/bfloat16/float32/float64). Every other array argument
-            must be of the same kind and on the same device.
-        weight: gamma, shape (C,), or None for no scale.
-        bias: beta, shape (C,), or None for no shift.
-        running_mean: shape (C,), or None. Updated IN PLACE in training mode.
-        running_var: shape (C,), or None. Updated IN PLACE in training mode with the unbiased variance.
-        training: True normalizes with the batch statistics and updates the running ones; False
-            normalizes with ``running_mean`` / ``running_var`` (then required).
+            ``torch.Tensor`` on any device (float16/bfloat16/float32/float64). N = 0 gives an empty output
+            and leaves the running statistics alone.
+        weight: gamma, shape (C,), keyword-only, or None for no scale. May be float32 for a half input.
+        bias: beta, shape (C,), keyword-only, or None for no shift.
+        running_mean, running_var: shape (C,), keyword-only, or None. Updated IN PLACE in training mode
+            (running_var with the unbiased variance); required in eval mode.
+        training: keyword-only and required: True normalizes with the batch statistics and updates the
+            running ones; False normalizes with ``running_mean`` / ``running_var``.
         momentum: weight of the new batch statistic in the running averages, in [0, 1]. Default 0.1.
-        eps: added to the variance inside the square root, > 0. Default 1e-5.
+        eps: added to the variance inside the square root; > 0 in training, >= 0 in eval. Default 1e-5.
+        nonfinite: "raise" (default) raises ValueError when x holds NaN or Inf; "propagate" lets them
+            through to the affected channels as torch does (the ``bnlib.nn`` modules use it).
 
     Returns:
-        (y, saved): y with the shape, dtype and (torch) memory format of x, and a :class:`BatchNormSaved`
+        (y, saved): y with the shape, dtype and (torch) memory format of x, and the :class:`bnlib.Saved`
         for :func:`batch_norm_backward`. No autograd graph is recorded (see ``bnlib.nn`` for modules).
 
     Raises:
-        TypeError: an argument is not an array of x's kind, or has a non-floating (e.g. integer) dtype.
-        ValueError: x has fewer than 2 dimensions or is empty; a per-channel argument is not of shape
-            (C,) or not on x's device; only one value per channel in training mode; running statistics
-            missing in eval mode; momentum or eps out of range; x contains NaN or Inf.
+        TypeError: an argument is not an array of x's kind, has a non-floating dtype, or training is not
+            a bool (or is missing).
+        ShapeError (a ValueError and a RuntimeError): x has fewer than 2 dimensions; a per-channel argument
+            is not of shape (C,).
+        ValueError: a per-channel argument is not on x's device; only one value per channel in training
+            mode; running statistics missing in eval mode or given alone; momentum or eps out of range;
+            NaN or Inf in x with nonfinite="raise".
 
     Shape:
         x, y: (N, C) or (N, C, *spatial); weight, bias, running_mean, running_var: (C,).
     """
-    ops = ops_for(x)
-    c, m = check_features(ops, x)
-    weight = check_channel_vector(ops, "weight", weight, x)
-    bias = check_channel_vector(ops, "bias", bias, x)
-    running_mean = check_channel_vector(ops, "running_mean", running_mean, x)
-    running_var = check_channel_vector(ops, "running_var", running_var, x)
+    be = backend_for(x)
+    c, m = check_features(be, x)
+    weight = check_channel_vector(be, "weight", weight, x)
+    bias = check_channel_vector(be, "bias", bias, x)
+    running_mean = check_channel_vector(be, "running_mean", running_mean, x)
+    running_var = check_channel_vector(be, "running_var", running_var, x)
+    training = check_training(training)
     momentum = check_scalar("momentum", momentum, 0.0, 1.0)
-    eps = check_scalar("eps", eps, 0.0, float("inf"), low_open=True)
+    eps = check_eps(eps, training)
+    nonfinite = check_nonfinite(nonfinite)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
-    if training and m == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
-    if not training and running_mean is None:
+    if training:
+        check_one_value(x, m)
+    elif running_mean is None:
         raise ValueError("running_mean and running_var are required in eval mode (training=False)")
-    return _forward(ops, x, weight, bias, running_mean, running_var, training, momentum, eps, m)
+    return forward(be, x, weight, bias, running_mean, running_var, training, momentum, eps, nonfinite)
 
 
-def _forward(ops, x, weight, bias, running_mean, running_var, training, momentum, eps, m, adjust=None):
-    """batch_norm_forward's computation on validated arguments.
+def update_running(be, running_mean, running_var, mean, var, m, momentum):
+    """running = (1 - momentum) * running + momentum * batch, in place, with the unbiased variance."""
+    if running_mean is None:
+        return
+    running_mean *= 1.0 - momentum
+    running_mean += be.astype(momentum * mean.reshape(-1), running_mean.dtype)
+    running_var *= 1.0 - momentum
+    running_var += be.astype(momentum * var.reshape(-1) * (m / (m - 1)), running_var.dtype)
 
-    ``adjust(mean, var) -> (weight, bias)``, if given, replaces the affine parameters once the batch
-    statistics are known and before the running statistics are updated (batch renorm's r and d).
-    """
-    cdt, acc = ops.compute_dtype(x), ops.acc_dtype(x)
-    channels_last = ops.channels_last(x)
-    xv, axes, pc = _layout(ops, x, channels_last)
-    with ops.no_grad():
+
+def forward(be, x, weight, bias, running_mean, running_var, training, momentum, eps, nonfinite, kind="batch_norm"):
+    """batch_norm_forward on validated arguments."""
+    x3 = be.channels_view(x)
+    m = x3.shape[0] * x3.shape[2]
+    pdt = param_dtype(x, weight, bias)
+    with be.computing():
+        if x3.shape[0] * x3.shape[1] * x3.shape[2] == 0:       # empty batch: empty output, statistics kept
+            y = be.copy(x)
+            return y, Saved(kind, x3, None, None, weight, bias is not None, training, tuple(x.shape), x.dtype, pdt)
         if training:
-            mean, var = _batch_stats(ops, xv, axes, pc, m, cdt, acc)
-            if adjust is not None:
-                weight, bias = adjust(mean, var)
-            if running_mean is not None:
-                running_mean *= 1.0 - momentum
-                running_mean += ops.astype(momentum * mean, running_mean.dtype)
-                running_var *= 1.0 - momentum
-                running_var += ops.astype(momentum * var * (m / (m - 1)), running_var.dtype)
+            y3, mean, var, invstd = be.run(train_forward, x3, _col(weight), _col(bias), eps)
+            if nonfinite == "raise":
+                check_finite(be, "x", var)
+            update_running(be, running_mean, running_var, mean, var, m, momentum)
         else:
-            check_finite(ops, "x", ops.sum(xv, axes, acc))
-            mean, var = ops.astype(running_mean, acc), ops.astype(running_var, acc)
-        invstd = 1.0 / ops.sqrt(var + eps)
-        scale = invstd if weight is None else invstd * ops.astype(weight, acc)
-        mean_c, scale_c = pc(ops.astype(mean, cdt)), pc(ops.astype(scale, cdt))
-        bias_c = None if bias is None else pc(ops.astype(bias, cdt))
-
-        def normalize(xb, out):  # y = (x - mean) * (weight * invstd) + bias, one block at a time
-            yb = ops.sub(xb, ops.fit(mean_c, xb), out)
-            yb *= ops.fit(scale_c, xb)
-            if bias_c is not None:
-                yb += ops.fit(bias_c, xb)
-            return yb
-        y = _restore(ops.map(normalize, (xv,), x.dtype, cdt), x.shape, channels_last)
-    saved = BatchNormSaved(x=xv, mean=mean, invstd=invstd, weight=weight, has_bias=bias is not None,
-                           training=bool(training), channels_last=channels_last, shape=tuple(x.shape),
-                           dtype=x.dtype)
-    return y, saved
+            if nonfinite == "raise":
+                check_finite(be, "x", be.channel_sum(x3))
+            acc = be.acc_dtype(x)
+            mean = be.astype(_col(running_mean), acc)
+            y3, invstd = be.run(eval_forward, x3, mean, be.astype(_col(running_var), acc), _col(weight), _col(bias), eps)
+    y = y3.reshape(x.shape)
+    return y, Saved(kind, x3, mean, invstd, weight, bias is not None, training, tuple(x.shape), x.dtype, pdt)
 
 
-def batch_norm_backward(dy, saved: BatchNormSaved):
-    """Batch normalization backward pass, simplified closed form.
+def batch_norm_backward(dy, saved):
+    """Batch normalization backward pass, the closed form of Ioffe & Szegedy (2015), Section 3.
 
-    With xhat = (x - mean) * invstd and m values per channel (sums run over N and the spatial axes):
+    With xhat = (x - mean) * invstd and m values per channel (sums over N and the spatial axes):
 
         dbias   = sum(dy)
         dweight = sum(dy * xhat)
         dx      = weight * invstd / m * (m * dy - dbias - xhat * dweight)      (training mode)
         dx      = weight * invstd * dy                                        (eval mode)
 
-    The training-mode formula is the chain rule through Algorithm 1 of Ioffe & Szegedy (2015),
-    Section 3, with the sums collected; Module 01 derives it.
+    Module 01 derives it from the chain rule through Algorithm 1.
 
     Args:
-        dy: upstream gradient, same shape as the forward input, floating array of the same kind.
-        saved: the :class:`BatchNormSaved` returned by :func:`batch_norm_forward`.
+        dy: upstream gradient, the forward input's shape, a floating array of the same kind.
+        saved: the :class:`bnlib.Saved` returned by :func:`batch_norm_forward`.
 
     Returns:
-        (dx, dweight, dbias): dx with the shape and dtype of x; dweight and dbias of shape (C,) in the
-        dtype of x, each None when the forward pass had no weight (resp. no bias).
+        :class:`bnlib.Grads` ``(dx, dweight, dbias)``: dx with the shape and dtype of x; dweight and dbias
+        of shape (C,) in the parameters' dtype, each None when the forward pass had no weight (resp. bias).
+        An empty input gives an empty dx and zero parameter gradients.
 
     Raises:
-        TypeError: dy is not a floating array of x's kind, or saved is not a BatchNormSaved.
-        ValueError: dy's shape differs from the forward input's.
+        TypeError: dy is not a floating array of x's kind, or saved is not from batch_norm_forward.
+        ShapeError (a ValueError and a RuntimeError): dy's shape differs from the forward input's.
     """
-    if not isinstance(saved, BatchNormSaved):
-        raise TypeError(f"saved must be the BatchNormSaved from batch_norm_forward, got {type(saved).__name__}")
-    ops = ops_for(dy)
-    check_features(ops, dy)
-    if tuple(dy.shape) != saved.shape:
-        raise ValueError(f"dy must have the forward input's shape {saved.shape}, got {tuple(dy.shape)}")
-    m = 1
-    for size in saved.shape:
-        m *= size
-    m //= saved.shape[1]
-    acc = saved.invstd.dtype
-    cdt = ops.compute_dtype(saved.x)
-    dyv, axes, pc = _layout(ops, dy, saved.channels_last)
-    mean_c = pc(ops.astype(saved.mean, cdt))
-    with ops.no_grad():
-        def sums(dyb, xb):  # sum(dy) and sum(dy * (x - mean)) per channel, without materializing xhat
-            return ops.sum(dyb, axes, acc), ops.dot(ops.astype(dyb, cdt), xb - ops.fit(mean_c, xb), axes, acc)
-        sum_dy, sum_dy_xc = ops.reduce(sums, (dyv, saved.x))
-        dbias, dweight = sum_dy, sum_dy_xc * saved.invstd
-        scale = saved.invstd if saved.weight is None else saved.invstd * ops.astype(saved.weight, acc)
-        scale_c = pc(ops.astype(scale, cdt))
-        if saved.training:
-            # dx = scale * (dy - sum(dy)/m - (x - mean) * invstd^2 * sum(dy * (x - mean))/m)
-            k1 = pc(ops.astype(sum_dy / m, cdt))
-            k2 = pc(ops.astype(saved.invstd * saved.invstd * sum_dy_xc / m, cdt))
+    saved = check_saved(saved, ("batch_norm",), "batch_norm_backward")
+    be = backend_for(dy)
+    check_dy(be, dy, saved)
+    with be.computing():
+        return backward_saved(be, dy, saved)
 
-            def grad(dyb, xb, out):
-                t = xb - ops.fit(mean_c, xb)
-                t *= ops.fit(k2, xb)
-                t += ops.fit(k1, xb)
-                dxb = ops.sub(dyb, t, out)
-                dxb *= ops.fit(scale_c, xb)
-                return dxb
-            dx = ops.map(grad, (dyv, saved.x), saved.dtype, cdt)
-        else:
-            dx = ops.map(lambda dyb, out: ops.mul(dyb, ops.fit(scale_c, dyb), out), (dyv,), saved.dtype, cdt)
-        dx = _restore(dx, saved.shape, saved.channels_last)
-        dweight = None if saved.weight is None else ops.astype(dweight, saved.dtype)
-        dbias = ops.astype(dbias, saved.dtype) if saved.has_bias else None
-    return dx, dweight, dbias
+
+def backward_saved(be, dy, saved):
+    c = saved.shape[1]
+    if saved.mean is None:                                   # empty input
+        zeros = lambda given: be.zeros((c,), saved.param_dtype, dy) if given else None  # noqa: E731
+        return Grads(be.copy(dy), zeros(saved.weight is not None),
+                     zeros(saved.bias_given))
+    dy3 = be.channels_view(dy)
+    dx3, dweight, dbias = be.run(backward, dy3, saved.x, saved.mean, saved.invstd, _col(saved.weight),
+                                 saved.training, saved.weight is not None, saved.bias_given)
+    dweight = None if saved.weight is None else be.astype(dweight.reshape(-1), saved.param_dtype)
+    dbias = be.astype(dbias.reshape(-1), saved.param_dtype) if saved.bias_given else None
+    return Grads(dx3.reshape(saved.shape), dweight, dbias)
+

@@ -7,9 +7,9 @@ Batch renorm corrects the batch statistics toward the running ones during traini
     xhat = (x - mu_B) / sigma_B * r + d,  y = gamma * xhat + beta
 
 with sigma_B = sqrt(var_B + eps), sigma = sqrt(running_var + eps), and r, d treated as constants in
-backpropagation ("stop_gradient" in the paper). With r = 1, d = 0 it is batch norm. Because r and d are
-constants, the layer IS batch norm with weight gamma * r and bias gamma * d + beta, which is how it is
-implemented here (one code path for the maths).
+backpropagation ("stop_gradient" in the paper). With r = 1, d = 0 it is batch norm; because r and d are
+constants, the gradients are batch norm's with weight gamma * r, and dgamma = r * sum(dy * xhat_B) +
+d * sum(dy).
 
 Running statistics follow PyTorch's BN convention (exponential average of the mean and of the unbiased
 variance, weight ``momentum`` on the new value) rather than the paper's moving standard deviation; sigma is
@@ -20,9 +20,11 @@ arXiv:1705.08741, Algorithm 1) normalizes each "virtual batch" of a large batch 
 """
 from __future__ import annotations
 
-from ._backend import ops_for
-from ._checks import check_channel_vector, check_features, check_scalar
-from .batch_norm import _forward, batch_norm_backward, batch_norm_forward
+from . import batch_norm as bn
+from ._backend import backend_for
+from ._checks import (check_channel_vector, check_dy, check_eps, check_features, check_finite, check_nonfinite,
+                      check_one_value, check_saved, check_scalar, check_training)
+from .saved import Grads, Saved
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_limits",
            "ghost_batch_norm_forward", "ghost_batch_norm_backward"]
@@ -48,107 +50,176 @@ def batch_renorm_limits(step: int, warmup: int = 5000, r_max: float = 3.0, d_max
     return ramp(1.0, r_max, r_steps), ramp(0.0, d_max, d_steps)
 
 
-def batch_renorm_forward(x, weight, bias, running_mean, running_var, training, r_max=3.0, d_max=5.0,
-                         momentum=0.1, eps=1e-5):
+def renorm_forward(be, x, weight, bias, running_mean, running_var, r_max, d_max, eps):
+    """Algorithm 1 of Ioffe (2017) over x (N, C, L); returns (y, mean, var, invstd, r, d) as (C, 1)."""
+
+    def coefficients(stats, weight, bias, running_mean, running_var):
+        n, mean, m2 = stats
+        var = m2 / n
+        sigma_b = be.sqrt(var + eps)
+        sigma = be.sqrt(running_var + eps)
+        r = be.clip(sigma_b / sigma, 1.0 / r_max, r_max)
+        d = be.clip((mean - running_mean) / sigma, -d_max, d_max)
+        gamma_r = r if weight is None else weight * r
+        shift = d if weight is None else weight * d
+        if bias is not None:
+            shift = shift + bias
+        return mean, var, 1 / sigma_b, r, d, gamma_r / sigma_b, shift
+
+    def apply(xb, mean, var, invstd, r, d, scale, shift):  # y = gamma * ((x - mu_B) / sigma_B * r + d) + beta
+        return (xb - mean) * scale + shift
+
+    y, (mean, var, invstd, r, d, _, _) = be.per_channel(
+        (x,), (weight, bias, running_mean, running_var), coefficients, apply,
+        sums=lambda xb, *params: bn.moments(be, xb), combine=bn.merge_moments)
+    return y, mean, var, invstd, r, d
+
+
+def batch_renorm_forward(x, *, weight=None, bias=None, running_mean, running_var, training, r_max=3.0, d_max=5.0,
+                         momentum=0.1, eps=1e-5, nonfinite="raise"):
     """Batch renormalization forward pass (Ioffe 2017, Algorithm 1).
 
     Args:
         x: (N, C) or (N, C, *spatial), NumPy or torch, floating.
-        weight, bias: gamma and beta, shape (C,); required (the correction acts through them).
-        running_mean, running_var: shape (C,), required; updated in place in training mode.
-        training: True for the renormalized batch statistics, False for plain eval-mode BN.
+        weight, bias: keyword-only gamma and beta, shape (C,), or None (1 and 0).
+        running_mean, running_var: keyword-only and required, shape (C,); updated in place in training
+            mode (from the batch statistics, after r and d are computed from the old values).
+        training: keyword-only and required: True for the renormalized batch statistics, False for plain
+            eval-mode batch norm.
         r_max: >= 1, the clip on r; d_max: >= 0, the clip on d (see :func:`batch_renorm_limits`).
-        momentum, eps: as in :func:`bnlib.batch_norm_forward`.
+        momentum, eps, nonfinite: as in :func:`bnlib.batch_norm_forward`.
 
     Returns:
-        (y, saved): saved is (bn_saved, r, d) for :func:`batch_renorm_backward`; r and d are (C,) arrays
-        (ones and zeros in eval mode).
+        (y, saved): saved for :func:`batch_renorm_backward`, with r and d in ``saved.extra`` as (C,)
+        arrays (ones and zeros in eval mode).
 
     Raises:
-        TypeError / ValueError: as :func:`bnlib.batch_norm_forward`; also r_max < 1, d_max < 0, or a
-        missing weight, bias or running statistic.
+        TypeError / ShapeError / ValueError: as :func:`bnlib.batch_norm_forward`; also r_max < 1,
+            d_max < 0, or a missing running statistic.
     """
-    ops = ops_for(x)
-    c, m = check_features(ops, x)
-    for name, a in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
-        check_channel_vector(ops, name, a, x, allow_none=False)
+    be = backend_for(x)
+    c, m = check_features(be, x)
+    weight = check_channel_vector(be, "weight", weight, x)
+    bias = check_channel_vector(be, "bias", bias, x)
+    running_mean = check_channel_vector(be, "running_mean", running_mean, x, allow_none=False)
+    running_var = check_channel_vector(be, "running_var", running_var, x, allow_none=False)
+    training = check_training(training)
     r_max = check_scalar("r_max", r_max, 1.0, float("inf"))
     d_max = check_scalar("d_max", d_max, 0.0, float("inf"))
-    eps = check_scalar("eps", eps, 0.0, float("inf"), low_open=True)
-    if not training:
-        y, saved = batch_norm_forward(x, weight, bias, running_mean, running_var, False, momentum, eps)
-        return y, (saved, None, None)
-    if m == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
     momentum = check_scalar("momentum", momentum, 0.0, 1.0)
-    acc = ops.acc_dtype(x)
-    corrections = {}
+    eps = check_eps(eps, training)
+    nonfinite = check_nonfinite(nonfinite)
+    if not training or m == 0:
+        y, saved = bn.forward(be, x, weight, bias, running_mean, running_var, training, momentum, eps, nonfinite,
+                              kind="batch_renorm")
+        return y, _renorm_saved(saved, None, None)
+    check_one_value(x, m)
+    x3 = be.channels_view(x)
+    col = bn._col
+    acc = be.acc_dtype(x)
+    with be.computing():
+        y3, mean, var, invstd, r, d = be.run(renorm_forward, x3, col(weight), col(bias),
+                                             be.astype(col(running_mean), acc), be.astype(col(running_var), acc),
+                                             r_max, d_max, eps)
+        if nonfinite == "raise":
+            check_finite(be, "x", var)
+        bn.update_running(be, running_mean, running_var, mean, var, m, momentum)
+    saved = Saved("batch_renorm", x3, mean, invstd, weight, bias is not None, True, tuple(x.shape), x.dtype,
+                  bn.param_dtype(x, weight, bias))
+    return y3.reshape(x.shape), _renorm_saved(saved, r.reshape(-1), d.reshape(-1))
 
-    def adjust(mean_b, var_b):  # from the batch statistics and the running ones before their update
-        sigma_b = ops.sqrt(var_b + eps)
-        sigma = ops.sqrt(ops.astype(running_var, acc) + eps)
-        r = ops.clip(sigma_b / sigma, 1.0 / r_max, r_max)
-        d = ops.clip((mean_b - ops.astype(running_mean, acc)) / sigma, -d_max, d_max)
-        corrections.update(r=r, d=d)
-        w_acc = ops.astype(weight, acc)
-        return w_acc * r, w_acc * d + ops.astype(bias, acc)
-    # Batch norm with weight gamma*r and bias gamma*d + beta; it also updates the running statistics.
-    y, saved = _forward(ops, x, weight, bias, running_mean, running_var, True, momentum, eps, m, adjust)
-    return y, (saved, corrections["r"], corrections["d"])
+
+def _renorm_saved(saved, r, d):
+    return Saved("batch_renorm", saved.x, saved.mean, saved.invstd, saved.weight, saved.bias_given, saved.training,
+                 saved.shape, saved.dtype, saved.param_dtype, {"r": r, "d": d})
 
 
 def batch_renorm_backward(dy, saved):
-    """Backward of :func:`batch_renorm_forward`, with r and d constant: (dx, dweight, dbias).
+    """Backward of :func:`batch_renorm_forward`, with r and d constant (Ioffe 2017, Section 3):
+    batch norm's gradients with weight gamma * r; dgamma = r * sum(dy * xhat_B) + d * sum(dy).
 
-    dweight = r * sum(dy * xhat_B) + d * sum(dy), where xhat_B uses the batch statistics.
+    Returns:
+        :class:`bnlib.Grads` ``(dx, dweight, dbias)`` as :func:`bnlib.batch_norm_backward`.
+
+    Raises:
+        TypeError: saved is not from batch_renorm_forward, or dy is not a floating array.
+        ShapeError (a ValueError and a RuntimeError): dy's shape differs from the forward input's.
     """
-    bn_saved, r, d = saved
-    dx, dw_eff, db = batch_norm_backward(dy, bn_saved)
-    if r is None:
-        return dx, dw_eff, db
-    ops = ops_for(dy)
-    with ops.no_grad():
-        # dL/dgamma through w_eff = gamma * r and b_eff = gamma * d + beta
-        dweight = ops.astype(ops.astype(dw_eff, r.dtype) * r + ops.astype(db, d.dtype) * d, dw_eff.dtype)
-    return dx, dweight, db
+    saved = check_saved(saved, ("batch_renorm",), "batch_renorm_backward")
+    be = backend_for(dy)
+    check_dy(be, dy, saved)
+    r, d = saved.extra["r"], saved.extra["d"]
+    with be.computing():
+        if r is None:
+            return bn.backward_saved(be, dy, saved)
+        weight_r = r if saved.weight is None else be.astype(saved.weight, r.dtype) * r
+        dx3, dw_b, db = be.run(bn.backward, be.channels_view(dy), saved.x, saved.mean, saved.invstd,
+                               bn._col(weight_r), True, True, True)
+        dweight = None
+        if saved.weight is not None:   # through gamma * r and gamma * d
+            dweight = be.astype(dw_b.reshape(-1) * r + db.reshape(-1) * d, saved.param_dtype)
+        dbias = be.astype(db.reshape(-1), saved.param_dtype) if saved.bias_given else None
+    return Grads(dx3.reshape(saved.shape), dweight, dbias)
 
 
-def ghost_batch_norm_forward(x, weight, bias, running_mean, running_var, training, virtual_batch_size,
-                             momentum=0.1, eps=1e-5):
-    """Ghost batch norm (Hoffer et al. 2017): training-mode BN applied to each chunk of
+def ghost_batch_norm_forward(x, *, virtual_batch_size, weight=None, bias=None, running_mean=None, running_var=None,
+                             training, momentum=0.1, eps=1e-5, nonfinite="raise"):
+    """Ghost batch norm (Hoffer et al. 2017, Algorithm 1): training-mode BN applied to each chunk of
     ``virtual_batch_size`` samples (the last chunk may be smaller), the running statistics updated once
     per chunk; eval mode is plain BN.
 
+    Args:
+        x: (N, C) or (N, C, *spatial), floating, NumPy or torch.
+        virtual_batch_size: keyword-only int >= 2 (chunk size in training mode).
+        weight, bias, running_mean, running_var, training, momentum, eps, nonfinite: keyword-only, as
+            :func:`bnlib.batch_norm_forward`.
+
     Returns:
-        (y, saved): saved is a list of per-chunk BatchNormSaved for :func:`ghost_batch_norm_backward`.
+        (y, saved): y with x's shape and dtype; saved holds the per-chunk states in ``saved.extra["chunks"]``
+        for :func:`ghost_batch_norm_backward`.
 
     Raises:
         ValueError: virtual_batch_size < 2 in training mode, or a chunk with one value per channel;
             otherwise as :func:`bnlib.batch_norm_forward`.
     """
-    if not training:
-        y, s = batch_norm_forward(x, weight, bias, running_mean, running_var, False, momentum, eps)
-        return y, [s]
-    if not isinstance(virtual_batch_size, int) or virtual_batch_size < 2:
-        raise ValueError(f"virtual_batch_size must be an int >= 2, got {virtual_batch_size!r}")
-    ops = ops_for(x)
-    outs, saves = [], []
-    for start in range(0, x.shape[0], virtual_batch_size):
-        y, s = batch_norm_forward(x[start:start + virtual_batch_size], weight, bias, running_mean, running_var,
-                                  True, momentum, eps)
-        outs.append(y)
-        saves.append(s)
-    return ops.concat(outs), saves
+    be = backend_for(x)
+    kw = dict(weight=weight, bias=bias, running_mean=running_mean, running_var=running_var, momentum=momentum,
+              eps=eps, nonfinite=nonfinite)
+    if not check_training(training):
+        y, s = bn.batch_norm_forward(x, training=False, **kw)
+        chunks = [s]
+    else:
+        if not isinstance(virtual_batch_size, int) or isinstance(virtual_batch_size, bool) or virtual_batch_size < 2:
+            raise ValueError(f"virtual_batch_size must be an int >= 2, got {virtual_batch_size!r}")
+        check_features(be, x)
+        outs, chunks = [], []
+        for start in range(0, max(1, x.shape[0]), virtual_batch_size):
+            y, s = bn.batch_norm_forward(x[start:start + virtual_batch_size], training=True, **kw)
+            outs.append(y)
+            chunks.append(s)
+        y = be.concat(outs)
+    first = chunks[0]
+    return y, Saved("ghost_batch_norm", None, None, None, weight, bias is not None, bool(training), tuple(x.shape),
+                    x.dtype, first.param_dtype, {"chunks": chunks})
 
 
 def ghost_batch_norm_backward(dy, saved):
-    """Backward of :func:`ghost_batch_norm_forward`: per-chunk BN backward, parameter gradients summed."""
-    ops = ops_for(dy)
+    """Backward of :func:`ghost_batch_norm_forward`: per-chunk BN backward, parameter gradients summed.
+
+    Returns:
+        :class:`bnlib.Grads` ``(dx, dweight, dbias)``.
+
+    Raises:
+        TypeError: saved is not from ghost_batch_norm_forward. ShapeError: dy's shape differs.
+    """
+    saved = check_saved(saved, ("ghost_batch_norm",), "ghost_batch_norm_backward")
+    be = backend_for(dy)
+    check_dy(be, dy, saved)
     dxs, dw, db, start = [], None, None, 0
-    for s in saved:
-        dx, w, b = batch_norm_backward(dy[start:start + s.shape[0]], s)
+    for s in saved.extra["chunks"]:
+        dx, w, b = bn.batch_norm_backward(dy[start:start + s.shape[0]], s)
         start += s.shape[0]
         dxs.append(dx)
-        dw = w if dw is None else (None if w is None else dw + w)
-        db = b if db is None else (None if b is None else db + b)
-    return ops.concat(dxs), dw, db
+        dw = w if dw is None else dw + w
+        db = b if db is None else db + b
+    return Grads(be.concat(dxs), dw, db)

@@ -34,7 +34,7 @@ def test_layer_norm_matches_torch(backend, shape, normalized):
     w, b = rng.normal(size=normalized), rng.normal(size=normalized)
     ref = torch_ref(lambda x_, w_, b_: F.layer_norm(x_, normalized, w_, b_), x, w, b, dy)
     xb, wb, bb, dyb = to(backend, x, w, b, dy)
-    y, saved = bnlib.layer_norm_forward(xb, normalized, wb, bb)
+    y, saved = bnlib.layer_norm_forward(xb, normalized, weight=wb, bias=bb)
     got = (y, *bnlib.layer_norm_backward(dyb, saved))
     for g, r in zip(got, ref):
         np.testing.assert_allclose(np_(g), r, rtol=1e-10, atol=1e-12)
@@ -48,16 +48,33 @@ def test_group_norm_matches_torch(backend, groups):
     x, dy, w, b = rng.normal(-7, 3, shape), rng.normal(size=shape), rng.normal(size=6), rng.normal(size=6)
     ref = torch_ref(lambda x_, w_, b_: F.group_norm(x_, groups, w_, b_), x, w, b, dy)
     xb, wb, bb, dyb = to(backend, x, w, b, dy)
-    y, saved = bnlib.group_norm_forward(xb, groups, wb, bb)
+    y, saved = bnlib.group_norm_forward(xb, groups, weight=wb, bias=bb)
     for g, r in zip((y, *bnlib.group_norm_backward(dyb, saved)), ref):
         np.testing.assert_allclose(np_(g), r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("use_input_stats", [True, False])
+def test_instance_norm_matches_torch_with_running_statistics(backend, use_input_stats):
+    rng = np.random.default_rng(2)
+    x, dy = rng.normal(2, 3, (3, 4, 5, 5)), rng.normal(size=(3, 4, 5, 5))
+    w, b, rm, rv = rng.normal(size=4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)
+    rm_t, rv_t = torch.tensor(rm), torch.tensor(rv)
+    ref = torch_ref(lambda x_, w_, b_: F.instance_norm(x_, rm_t, rv_t, w_, b_, use_input_stats, 0.2), x, w, b, dy)
+    xb, wb, bb, dyb, rmb, rvb = to(backend, x, w, b, dy, rm, rv)
+    y, saved = bnlib.instance_norm_forward(xb, weight=wb, bias=bb, running_mean=rmb, running_var=rvb,
+                                           use_input_stats=use_input_stats, momentum=0.2)
+    for g, r in zip((y, *bnlib.instance_norm_backward(dyb, saved)), ref):
+        np.testing.assert_allclose(np_(g), r, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np_(rmb), rm_t.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(np_(rvb), rv_t.numpy(), rtol=1e-12)
 
 
 def test_instance_norm_is_group_norm_with_one_channel_per_group():
     rng = np.random.default_rng(2)
     x, w, b = rng.normal(size=(3, 4, 5, 5)), rng.normal(size=4), rng.normal(size=4)
-    y, _ = bnlib.instance_norm_forward(x, w, b)
-    ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b)).numpy()
+    y, _ = bnlib.instance_norm_forward(x, weight=w, bias=b)
+    ref, _ = bnlib.group_norm_forward(x, 4, weight=w, bias=b)
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -75,18 +92,43 @@ def test_float32_far_from_zero(kind):
 
 
 def test_family_bad_input():
-    with pytest.raises(ValueError, match="trailing dimensions"):
+    with pytest.raises(bnlib.ShapeError, match="trailing dimensions"):
         bnlib.layer_norm_forward(np.ones((4, 5)), (4,))
-    with pytest.raises(ValueError, match="divisible by num_groups"):
+    with pytest.raises(bnlib.ShapeError, match="divisible by num_groups"):
         bnlib.group_norm_forward(np.ones((2, 6, 3)), 4)
     with pytest.raises(TypeError, match="dtype int64"):
         bnlib.group_norm_forward(np.ones((2, 6, 3), dtype=np.int64), 3)
-    with pytest.raises(ValueError, match="weight must have shape"):
-        bnlib.layer_norm_forward(np.ones((4, 5)), 5, np.ones(4))
+    with pytest.raises(bnlib.ShapeError, match="weight must have shape"):
+        bnlib.layer_norm_forward(np.ones((4, 5)), 5, weight=np.ones(4))
     with pytest.raises(ValueError, match="NaN or Inf"):
         bnlib.layer_norm_forward(np.array([[np.nan, 1.0]]), 2)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        bnlib.group_norm_forward(np.array([[np.nan, 1.0], [1.0, 2.0]]), 1)
+    with pytest.raises(ValueError, match="Expected more than 1 value"):   # torch's condition: N * C/G * L == 1
+        bnlib.group_norm_forward(np.ones((1, 2)), 2)
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        bnlib.instance_norm_forward(np.ones((2, 3, 1)))
     with pytest.raises(ValueError, match="r_max"):
-        bnlib.batch_renorm_forward(np.ones((4, 2)), np.ones(2), np.zeros(2), np.zeros(2), np.ones(2), True, r_max=0.5)
+        bnlib.batch_renorm_forward(np.ones((4, 2)), weight=np.ones(2), bias=np.zeros(2), running_mean=np.zeros(2),
+                                   running_var=np.ones(2), training=True, r_max=0.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_family_empty_batch_and_propagated_nan(backend):
+    x = np.ones((0, 6, 3))
+    for fwd, bwd, args in [(bnlib.layer_norm_forward, bnlib.layer_norm_backward, (3,)),
+                           (bnlib.group_norm_forward, bnlib.group_norm_backward, (2,))]:
+        xb, = to(backend, x)
+        shape = (3,) if fwd is bnlib.layer_norm_forward else (6,)
+        wb, bb = to(backend, np.ones(shape), np.zeros(shape))
+        y, saved = fwd(xb, *args, weight=wb, bias=bb)
+        dx, dw, db = bwd(xb, saved)
+        assert tuple(y.shape) == x.shape and tuple(dx.shape) == x.shape
+        assert np.array_equal(np_(dw), np.zeros(shape)) and np.array_equal(np_(db), np.zeros(shape))
+    xn = np.array([[np.nan, 1.0, 2.0], [1.0, 2.0, 4.0]])
+    xb, = to(backend, xn)
+    y, _ = bnlib.layer_norm_forward(xb, 3, nonfinite="propagate")
+    assert np.isnan(np_(y)[0]).all() and np.isfinite(np_(y)[1]).all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -94,8 +136,9 @@ def test_batch_renorm_with_unit_limits_is_batch_norm(backend):
     rng = np.random.default_rng(4)
     x, w, b = rng.normal(2, 3, (16, 5)), rng.normal(size=5), rng.normal(size=5)
     xb, wb, bb, rm1, rv1, rm2, rv2 = to(backend, x, w, b, np.zeros(5), np.ones(5), np.zeros(5), np.ones(5))
-    y1, _ = bnlib.batch_renorm_forward(xb, wb, bb, rm1, rv1, True, r_max=1.0, d_max=0.0)
-    y2, _ = bnlib.batch_norm_forward(xb, wb, bb, rm2, rv2, True)
+    y1, _ = bnlib.batch_renorm_forward(xb, weight=wb, bias=bb, running_mean=rm1, running_var=rv1, training=True,
+                                       r_max=1.0, d_max=0.0)
+    y2, _ = bnlib.batch_norm_forward(xb, weight=wb, bias=bb, running_mean=rm2, running_var=rv2, training=True)
     np.testing.assert_allclose(np_(y1), np_(y2), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np_(rv1), np_(rv2), rtol=1e-12)
 
@@ -116,8 +159,9 @@ def test_batch_renorm_matches_the_paper_with_r_and_d_constant():
         xhat = (xt - mu_b.view(sh)) / sig_b.view(sh) * r.view(sh) + d.view(sh)
         return wt.view(sh) * xhat + bt.view(sh)
     ref = torch_ref(paper, x, w, b, dy)
-    y, saved = bnlib.batch_renorm_forward(x, w, b, rm.copy(), rv.copy(), True, r_max, d_max, eps=eps)
-    r, d = saved[1], saved[2]
+    y, saved = bnlib.batch_renorm_forward(x, weight=w, bias=b, running_mean=rm.copy(), running_var=rv.copy(),
+                                          training=True, r_max=r_max, d_max=d_max, eps=eps)
+    r, d = saved.extra["r"], saved.extra["d"]
     assert (r > 1 / r_max).any() or (r < r_max).any()
     assert np.isclose(np.abs(d).max(), d_max)  # the clip is active in this case
     for g, rr in zip((y, *bnlib.batch_renorm_backward(dy, saved)), ref):
@@ -136,7 +180,8 @@ def test_ghost_batch_norm_is_batch_norm_per_chunk(backend):
     rng = np.random.default_rng(6)
     x, dy, w, b = rng.normal(size=(20, 4)), rng.normal(size=(20, 4)), rng.normal(size=4), rng.normal(size=4)
     xb, dyb, wb, bb, rm, rv = to(backend, x, dy, w, b, np.zeros(4), np.ones(4))
-    y, saved = bnlib.ghost_batch_norm_forward(xb, wb, bb, rm, rv, True, virtual_batch_size=8)
+    y, saved = bnlib.ghost_batch_norm_forward(xb, weight=wb, bias=bb, running_mean=rm, running_var=rv, training=True,
+                                              virtual_batch_size=8)
     dx, dw, db = bnlib.ghost_batch_norm_backward(dyb, saved)
     dw_ref = np.zeros(4)
     for sl in (slice(0, 8), slice(8, 16), slice(16, 20)):
@@ -155,12 +200,14 @@ def test_weight_norm_and_its_gradient(backend):
     wt = gt.view(-1, 1, 1) * vt / vt.flatten(1).norm(dim=1).view(-1, 1, 1)
     wt.backward(torch.tensor(dw))
     vb, gb, dwb = to(backend, v, g, dw)
-    np.testing.assert_allclose(np_(bnlib.weight_norm(vb, gb)), wt.detach().numpy(), rtol=1e-12)
-    dv, dg = bnlib.weight_norm_backward(dwb, vb, gb)
+    w, saved = bnlib.weight_norm_forward(vb, g=gb)
+    np.testing.assert_allclose(np_(w), wt.detach().numpy(), rtol=1e-12)
+    dv, dg, none = bnlib.weight_norm_backward(dwb, saved)
+    assert none is None
     np.testing.assert_allclose(np_(dv), vt.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np_(dg), gt.grad.numpy(), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="norm 0"):
-        bnlib.weight_norm(np.zeros((2, 3)), np.ones(2))
+        bnlib.weight_norm_forward(np.zeros((2, 3)), g=np.ones(2))
 
 
 @pytest.mark.parametrize("mod,ref_mod,shape", [
@@ -208,3 +255,18 @@ def test_precise_bn_recomputes_population_statistics():
     assert model.training and model[2].momentum == 0.1  # modes and momentum restored
     with pytest.raises(ValueError, match="no BatchNorm"):
         bnn.precise_bn(torch.nn.Linear(2, 2), batches)
+
+
+def test_legacy_positional_forms_still_work():
+    """bnlib 0.1's positional calls (used by the course until it moves over) give the new results."""
+    rng = np.random.default_rng(10)
+    x, w, b = rng.normal(size=(4, 6, 3)), rng.normal(size=6), rng.normal(size=6)
+    np.testing.assert_array_equal(bnlib.layer_norm_forward(x, 3, w[:3], b[:3], 1e-5)[0],
+                                  bnlib.layer_norm.layer_norm_forward(x, 3, weight=w[:3], bias=b[:3])[0])
+    np.testing.assert_array_equal(bnlib.group_norm_forward(x, 2, w, b)[0],
+                                  bnlib.group_norm.group_norm_forward(x, 2, weight=w, bias=b)[0])
+    rm, rv = rng.normal(size=6), rng.uniform(0.5, 2, 6)
+    y_old, _ = bnlib.batch_renorm_forward(x, w, b, rm.copy(), rv.copy(), True, 1.5, 0.5, 0.1, 1e-5)
+    y_new, _ = bnlib.batch_renorm.batch_renorm_forward(x, weight=w, bias=b, running_mean=rm, running_var=rv,
+                                                       training=True, r_max=1.5, d_max=0.5)
+    np.testing.assert_array_equal(y_old, y_new)
