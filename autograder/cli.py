@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import click
+import nbformat
 
 from . import grading
 from .config import CELL_TIMEOUT, RELEASE, REPO, SOLUTIONS
@@ -77,8 +78,24 @@ def release(check, assignments):
 
 # ----------------------------------------------------------------------------- grade one notebook
 def _find_assignment(path: Path, assignment: str | None) -> str:
+    """The assignment a notebook belongs to: named, else told by its cells' nbgrader grade_ids (so a renamed
+    copy works), else by its file name."""
     if assignment:
         return assignment
+    try:
+        nb = nbformat.read(path, as_version=4)
+        ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells} - {None}
+    except Exception:  # noqa: BLE001 - an unreadable notebook: try its name
+        ids = set()
+    best = None
+    for a in grading.assignments():
+        source = nbformat.read(SOLUTIONS / a / f"{grading.notebook_name(a)}.ipynb", as_version=4)
+        graded = {c.metadata["nbgrader"]["grade_id"] for c in source.cells
+                  if c.metadata.get("nbgrader", {}).get("solution")}
+        if graded and graded <= ids:
+            best = a
+    if best:
+        return best
     for a in grading.assignments():
         if grading.notebook_name(a) == path.stem:
             return a
@@ -91,7 +108,9 @@ def _find_assignment(path: Path, assignment: str | None) -> str:
 @click.option("--assignment", help="Assignment id (default: the one whose notebook has this file's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--timeout", default=CELL_TIMEOUT, show_default=True, help="Seconds one cell may run.")
-def grade(notebook, assignment, as_json, timeout):
+@click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default="auto", show_default=True,
+              help="Where your code runs while graded ('auto': bubblewrap when this machine has it).")
+def grade(notebook, assignment, as_json, timeout, sandbox):
     """Autograde one filled-in NOTEBOOK through nbgrader (hidden tests included) and print the points.
 
     Exits 0 whenever grading ran, whatever the score.
@@ -101,7 +120,9 @@ def grade(notebook, assignment, as_json, timeout):
         sub = Path(tmp) / grading.STUDENT
         sub.mkdir()
         shutil.copy(notebook, sub / f"{grading.notebook_name(a)}.ipynb")
-        res = next(grading.grade_many(a, {grading.STUDENT: sub}, jobs=1, timeout=timeout))
+        cfg = grading.course_config(None)
+        cfg.SandboxedExecute.sandbox = sandbox
+        res = next(grading.grade_many(a, {grading.STUDENT: sub}, jobs=1, timeout=timeout, cfg=cfg))
     tests = [dict(grade_id=g["grade_id"], points=float(g["auto_score"] or 0.0), max_points=float(g["max_score"]),
                   message=res.messages.get(g["grade_id"], ""))
              for g in res.grades if g["cell_type"] == "code"]
@@ -111,7 +132,7 @@ def grade(notebook, assignment, as_json, timeout):
                    message="graded by hand" if g["needs_manual_grade"] else "not answered")
               for g in res.grades if g["cell_type"] != "code"]
     out = dict(total=round(sum(t["points"] for t in tests), 4), max_total=sum(t["max_points"] for t in tests),
-               tests=tests, manual=manual, flags=res.flags)
+               tests=tests, manual=manual, flags=res.flags, sandboxed=res.sandboxed, sandbox=res.sandbox)
     if not res.success:
         out["error"] = grading.summarize_error(res.error)
     if as_json:
@@ -132,32 +153,47 @@ def grade(notebook, assignment, as_json, timeout):
             click.echo(f"\n{t['message']}")
     for f in res.flags:
         click.echo(f"flagged for review: {f}")
+    if not res.sandboxed:
+        click.echo("\nNote: graded WITHOUT a sandbox (bubblewrap is not available here), so your code ran as you. "
+                   "The points are computed the same way as in a class.")
 
 
 # ----------------------------------------------------------------------------- autograde a class
-def autograde_class(course: Path, assignment: str, jobs: int, timeout: int, wall_limit: float):
-    """Grade every course/submitted/<student>/<assignment>/ and merge into course/gradebook.db."""
+def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | None, wall_limit: float,
+                    students=(), sandbox: str | None = None):
+    """Grade course/submitted/<student>/<assignment>/ (all students, or ``students``) with the course's
+    nbgrader configuration and merge the results into its gradebook."""
     from tqdm import tqdm
-    subs = {p.parent.name: p for p in sorted((course / "submitted").glob(f"*/{assignment}")) if p.is_dir()}
+    cfg = grading.course_config(course)
+    if sandbox:
+        cfg.SandboxedExecute.sandbox = sandbox
+    submitted = course / cfg.CourseDirectory.get("submitted_directory", "submitted")
+    subs = {p.parent.name: p for p in sorted(submitted.glob(f"*/{assignment}")) if p.is_dir()}
+    if students:
+        missing = sorted(set(students) - set(subs))
+        if missing:
+            raise click.UsageError(f"no submission of {assignment} for: {', '.join(missing)}")
+        subs = {k: v for k, v in subs.items() if k in students}
     if not subs:
-        raise click.UsageError(f"no submissions under {course / 'submitted'}/*/{assignment}/")
-    grading.ensure_assignment(course, assignment)
+        raise click.UsageError(f"no submissions under {submitted}/*/{assignment}/")
+    grading.ensure_assignment(course, assignment, cfg)
     results = []
     t0 = time.perf_counter()
+    keep = course / cfg.CourseDirectory.get("autograded_directory", "autograded")
     with tqdm(total=len(subs), desc=f"autograde {assignment}", unit="submission", file=sys.stdout) as bar:
         def progress(res):
             bar.set_postfix_str(f"{res.student}: {'ok' if res.success else 'FAILED'}")
             bar.update()
         for res in grading.grade_many(assignment, subs, jobs=jobs, timeout=timeout, wall_limit=wall_limit,
-                                      progress=progress, keep=course / "autograded"):
-            grading.merge(course, assignment, res)
+                                      progress=progress, keep=keep, course=course, cfg=cfg):
+            grading.merge(course, assignment, res, cfg)
             results.append(res)
-    return results, time.perf_counter() - t0
+    return results, time.perf_counter() - t0, cfg
 
 
-def _report(course: Path, assignment: str, results, seconds: float) -> None:
-    header, rows = grading.gradebook_rows(course, assignment)
-    click.echo(f"\nGradebook: {assignment} ({course / 'gradebook.db'})\n")
+def _report(course: Path, assignment: str, results, seconds: float, cfg=None) -> None:
+    header, rows = grading.gradebook_rows(course, assignment, cfg)
+    click.echo(f"\nGradebook: {assignment} ({grading.db_url_of(cfg or grading.course_config(course), course)})\n")
     click.echo(_table(_short_header(header), rows))
     problems = [r for r in results if not r.success or r.flags]
     if problems:
@@ -168,22 +204,33 @@ def _report(course: Path, assignment: str, results, seconds: float) -> None:
                 click.echo(f"  {r.student}: could not be graded ({why}); recorded with 0 auto points, flagged")
             for f in r.flags:
                 click.echo(f"  {r.student}: flagged: {f}")
+    boxes = sorted({r.sandbox for r in results if r.sandbox})
+    unsandboxed = [r for r in results if r.success and not r.sandboxed]
+    if unsandboxed:
+        click.echo(f"\nWARNING: {len(unsandboxed)} submission(s) were graded WITHOUT a sandbox (no bubblewrap here): "
+                   "learner code ran as you. Scores were still computed outside the learner's kernel.")
+    elif boxes:
+        click.echo("\nLearner code ran " + boxes[0].split(" (")[0] + " (bubblewrap: own uid, no network, no course files).")
     n = len(results)
-    click.echo(f"\n{n} submission(s) graded in {seconds:.1f} s ({seconds / max(n, 1):.1f} s per submission).")
+    click.echo(f"{n} submission(s) graded in {seconds:.1f} s ({seconds / max(n, 1):.1f} s per submission).")
 
 
 @main.command()
 @click.argument("assignment")
 @click.option("--course-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Course directory holding submitted/ and gradebook.db.")
+              show_default=True, help="Course directory holding nbgrader_config.py, submitted/ and the gradebook.")
+@click.option("--student", "students", multiple=True, help="Grade only this student (repeatable).")
 @click.option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True, help="Submissions graded at once.")
-@click.option("--timeout", default=CELL_TIMEOUT, show_default=True, help="Seconds one cell may run.")
+@click.option("--timeout", type=int, default=None, help="Seconds one cell may run (default: the course's "
+              "Execute.timeout).")
 @click.option("--wall-limit", default=900.0, show_default=True, help="Seconds one submission may take in all.")
-def autograde(assignment, course_dir, jobs, timeout, wall_limit):
-    """Autograde every submission of ASSIGNMENT under COURSE_DIR/submitted/ and print the gradebook."""
+@click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default=None,
+              help="Where learner code runs (default: the course's SandboxedExecute.sandbox, 'auto').")
+def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandbox):
+    """Autograde the submissions of ASSIGNMENT under COURSE_DIR/submitted/ and print the gradebook."""
     course = course_dir.resolve()
-    results, seconds = autograde_class(course, assignment, jobs, timeout, wall_limit)
-    _report(course, assignment, results, seconds)
+    results, seconds, cfg = autograde_class(course, assignment, jobs, timeout, wall_limit, students, sandbox)
+    _report(course, assignment, results, seconds, cfg)
 
 
 # ----------------------------------------------------------------------------- demo
@@ -218,7 +265,7 @@ def demo(course_dir, jobs, timeout):
         nbformat.write(build(released, s), dest / f"{nb_name}.ipynb")
         click.echo(f"   {s.student:4s} {s.story}")
     click.echo("3. Autograding")
-    results, seconds = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
-    _report(course, ASSIGNMENT, results, seconds)
+    results, seconds, cfg = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
+    _report(course, ASSIGNMENT, results, seconds, cfg)
     click.echo(f"\nnbgrader works on this course as usual, e.g.:\n  cd {course} && nbgrader generate_feedback "
                f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make lab`).")

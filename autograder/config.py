@@ -44,9 +44,9 @@ def apply(c, root: str | Path = REPO, source: str | Path = SOLUTIONS, release: s
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                         SaveAutoGrades)
 
-    from .trusted.preprocessor import SandboxedExecute
+    from .trusted.preprocessor import RecordFlags, SandboxedExecute
     c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+                                           SaveAutoGrades, RecordFlags, AssignLatePenalties, CheckCellMetadata]
     c.SandboxedExecute.course_root = str(root)
 
 

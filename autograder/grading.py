@@ -1,31 +1,42 @@
-"""Grading engine behind ``bncourse``: nbgrader's own autograde, one isolated course per submission.
+"""Grading engine behind ``bncourse``: nbgrader's own autograde, one throwaway course per submission.
 
-Why not a plain ``nbgrader autograde``: it grades serially in one course directory, so a submission's
-code (which runs with the grader's permissions) can write the shared gradebook.db, and a submission that
-kills its kernel is dropped from the run. Here each submission is graded by nbgrader's API in a fresh
-temporary course holding only a template gradebook (the assignment, no other learner) and a copy of that
-submission, in a forked process with a wall-clock limit. The parent then merges the grades into the class
-gradebook through nbgrader's ``Gradebook`` API and copies the autograded notebook next to the others, so
-``nbgrader generate_feedback``, ``export`` and formgrader work as usual. The submitted files are only read.
+Where learner code runs is decided by nbgrader's configuration, not here: the course's
+``Autograde.autograde_preprocessors`` holds ``SandboxedExecute`` (``autograder.trusted``), so every
+submission's code runs in a sandboxed kernel and every test cell is scored by the trusted grader, whether
+nbgrader is started by ``bncourse``, ``nbgrader autograde`` or formgrader.
+
+What this module adds for a class:
+
+* **The course's configuration.** Each submission is graded with the course's ``nbgrader_config.py``
+  (late-submission plugin, timeouts, course id, sandbox limits), only redirected to a throwaway course.
+* **One writer.** Each submission is graded in its own forked process, in a temporary course holding a
+  template gradebook (the assignment with the class's due date, no other learner) and a copy of the
+  submission. The parent alone writes the class gradebook (:func:`store.merge`), after checking the
+  result, and copies the autograded notebook next to the others, so feedback, export and formgrader work.
+* **Nothing lost, nothing stops the run.** A submission that cannot be graded (an unreadable notebook, the
+  wall-clock limit) is recorded with 0 points, flagged, with the reason. Submitted files are only read.
 """
 from __future__ import annotations
 
-import ast
+import hashlib
 import json
-import re
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
 
-from .config import SOLUTIONS, config_file_text
+from . import store
+from .config import SOLUTIONS
+from .review import review
 
 STUDENT = "learner"
 
@@ -35,24 +46,6 @@ def _ensure_path() -> None:
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-
-
-def _config(root: Path, source: Path, release: Path, timeout: int):
-    from traitlets.config import Config
-
-    from .config import apply
-    c = Config()
-    apply(c, root=root, source=source, release=release, timeout=timeout)
-    c.Application.log_level = "ERROR"
-    return c
-
-
-def _api(root: Path, source: Path = SOLUTIONS, release: Path | None = None, timeout: int = 60):
-    _ensure_path()
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    cfg = _config(root, source, release or root / "release", timeout)
-    return NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
 
 
 def assignments() -> list[str]:
@@ -67,101 +60,122 @@ def notebook_name(assignment: str) -> str:
     return paths[0].stem
 
 
-def generate(assignment: str, root: Path, release: Path, timeout: int = 60) -> None:
-    """nbgrader generate_assignment from solutions/ into ``release``; records the assignment in root's db."""
-    result = _api(root, release=release, timeout=timeout).generate_assignment(assignment, force=True, create=True)
+# ----------------------------------------------------------------------------- configuration
+def course_config(course: Path | None):
+    """The course's nbgrader configuration (its ``nbgrader_config.py``), or this repository's settings
+    for a course folder without one."""
+    from traitlets.config import Config, PyFileConfigLoader
+
+    from .config import apply
+    cfg = Config()
+    if course is not None and (course / "nbgrader_config.py").is_file():
+        cfg.merge(PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config())
+    else:
+        apply(cfg, root=course or Path.cwd())
+    if "root" not in cfg.CourseDirectory:
+        cfg.CourseDirectory.root = str(course or Path.cwd())
+    return cfg
+
+
+def db_url_of(cfg, course: Path) -> str:
+    return cfg.CourseDirectory.get("db_url") or f"sqlite:///{course / 'gradebook.db'}"
+
+
+def course_id_of(cfg) -> str:
+    return cfg.CourseDirectory.get("course_id") or "default_course"
+
+
+def _api(cfg):
+    _ensure_path()
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    return NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+
+
+def _throwaway(cfg, root: Path, release: Path | None = None, timeout: int | None = None):
+    """``cfg`` pointed at a throwaway course folder ``root`` with its own SQLite gradebook."""
+    import copy
+    out = copy.deepcopy(cfg)   # Config.merge shares sub-sections: never edit the course's own
+    source = cfg.CourseDirectory.get("source_directory")
+    if source and not Path(source).is_absolute():
+        out.CourseDirectory.source_directory = str(Path(cfg.CourseDirectory.get("root") or ".") / source)
+    out.CourseDirectory.root = str(root)
+    out.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    if "source_directory" not in cfg.CourseDirectory:
+        out.CourseDirectory.source_directory = str(SOLUTIONS)
+    out.CourseDirectory.release_directory = str(release or root / "release")
+    for name in ("submitted_directory", "autograded_directory", "feedback_directory"):
+        out.CourseDirectory.pop(name, None)
+    if timeout is not None:
+        out.Execute.timeout = int(timeout)
+    out.Application.log_level = "ERROR"
+    return out
+
+
+def generate(assignment: str, root: Path, release: Path, timeout: int = 60, cfg=None) -> None:
+    """nbgrader generate_assignment from the source folder into ``release``; records it in root's db."""
+    cfg = _throwaway(cfg if cfg is not None else course_config(None), root, release, timeout)
+    result = _api(cfg).generate_assignment(assignment, force=True, create=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result['error']}\n{result['log']}")
 
 
-def template_db(assignment: str, timeout: int = 60) -> Path:
+def template_db(assignment: str, cfg=None, timeout: int = 60) -> Path:
     """A gradebook that holds only ``assignment`` (no learners), cached per source notebook and nbgrader.
 
     Creating a gradebook costs nbgrader ~6 s (it runs alembic), so it is done once and copied per
-    submission. Cached under $XDG_CACHE_HOME/bncourse (default ~/.cache/bncourse).
+    submission. Cached under $XDG_CACHE_HOME/bncourse (default ~/.cache/bncourse) with a digest that is
+    checked before each use.
     """
-    import hashlib
-
     import nbgrader
-    src = sorted((SOLUTIONS / assignment).glob("*.ipynb"))
-    digest = hashlib.sha256(nbgrader.__version__.encode())
-    for p in src:
+    cfg = cfg if cfg is not None else course_config(None)
+    source = Path(cfg.CourseDirectory.get("source_directory") or SOLUTIONS)
+    if not source.is_absolute():
+        source = Path(cfg.CourseDirectory.root) / source
+    digest = hashlib.sha256(nbgrader.__version__.encode() + course_id_of(cfg).encode())
+    for p in sorted((source / assignment).glob("*.ipynb")):
         digest.update(p.name.encode() + p.read_bytes())
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bncourse"
     path = cache / f"{assignment}-{digest.hexdigest()[:16]}.db"
-    if path.exists():
+    check = path.with_suffix(".sha256")
+    if path.exists() and check.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == check.read_text():
         return path
     with tempfile.TemporaryDirectory(prefix="bncourse-template-") as tmp:
-        generate(assignment, Path(tmp), Path(tmp) / "release", timeout)
+        generate(assignment, Path(tmp), Path(tmp) / "release", timeout, cfg)
+        data = (Path(tmp) / "gradebook.db").read_bytes()
         try:
             cache.mkdir(parents=True, exist_ok=True)
             part = path.with_suffix(f".{os.getpid()}.part")
-            shutil.copy2(Path(tmp) / "gradebook.db", part)
+            part.write_bytes(data)
             os.replace(part, path)  # atomic: concurrent runs never see half a file
+            check.write_text(hashlib.sha256(data).hexdigest())
         except OSError:  # read-only home: keep it for this run only
             path = Path(tempfile.mkdtemp(prefix="bncourse-")) / "gradebook.db"
-            shutil.copy2(Path(tmp) / "gradebook.db", path)
+            path.write_bytes(data)
     return path
 
 
-def ensure_assignment(course: Path, assignment: str) -> None:
-    """Record ``assignment`` in course/gradebook.db (generating it from solutions/) unless it is there."""
-    from nbgrader.api import Gradebook, MissingEntry
+def ensure_assignment(course: Path, assignment: str, cfg=None) -> None:
+    """Record ``assignment`` in the course's gradebook (generating it from the source) unless it is there."""
+    from nbgrader.api import MissingEntry
+    cfg = cfg if cfg is not None else course_config(course)
     _ensure_path()
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+    with store.open_gradebook(db_url_of(cfg, course), course_id_of(cfg)) as gb:
         try:
             if gb.find_assignment(assignment).notebooks:
                 return
         except MissingEntry:
             pass
+    import copy
+    c = copy.deepcopy(cfg)
+    c.CourseDirectory.root = str(course)
+    c.CourseDirectory.db_url = db_url_of(cfg, course)
+    c.Application.log_level = "ERROR"
     with tempfile.TemporaryDirectory() as tmp:  # the release goes nowhere: only the db matters here
-        generate(assignment, course, Path(tmp))
-
-
-# ----------------------------------------------------------------------------- static review
-SUSPICIOUS_NAMES = {
-    "_exit": "calls os._exit (kills the kernel)",
-    "modules": "touches sys.modules",
-    "__builtins__": "touches __builtins__",
-    "builtins": "touches builtins",
-    "gradebook": "mentions the gradebook",
-    "autograder": "refers to the autograder package",
-    "setrecursionlimit": "changes the recursion limit",
-    "displayhook": "changes how results are displayed",
-    "kill": "sends signals",
-}
-
-
-def review(nb) -> list[str]:
-    """Reasons to flag a submission for a human: code in its cells that tampers with grading.
-
-    A flag never changes a score; it marks the submission in the gradebook (``flagged``) and the table.
-    """
-    reasons = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            continue  # test cells are replaced by the instructor's version at grading time
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            name = None
-            if isinstance(node, ast.Attribute):
-                name = node.attr
-                if isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name):
-                    reasons.append(f"assigns {node.value.id}.{node.attr} (monkeypatching a module?)")
-            elif isinstance(node, ast.Name):
-                name = node.id
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                mods = [a.name for a in node.names] + ([node.module] if getattr(node, "module", None) else [])
-                name = next((m.split(".")[0] for m in mods if m.split(".")[0] in SUSPICIOUS_NAMES), None)
-            if name in SUSPICIOUS_NAMES:
-                reasons.append(SUSPICIOUS_NAMES[name])
-    return sorted(set(reasons))
+        c.CourseDirectory.release_directory = tmp
+        result = _api(c).generate_assignment(assignment, force=True, create=True)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result['error']}")
 
 
 # ----------------------------------------------------------------------------- one submission
@@ -172,20 +186,27 @@ class Result:
     student: str
     success: bool
     error: str = ""
-    grades: list[dict] = field(default_factory=list)   # grade_id, auto_score, max_score, needs_manual_grade
-    comments: list[dict] = field(default_factory=list)  # cell name, auto_comment
-    messages: dict = field(default_factory=dict)        # grade_id -> what the test cell printed
-    flags: list[str] = field(default_factory=list)
+    grades: list[dict] = field(default_factory=list)   # notebook, grade_id, cell_type, auto_score, max_score, ...
+    comments: list[dict] = field(default_factory=list)  # notebook, name, auto_comment
+    messages: dict = field(default_factory=dict)        # grade_id -> the test cell's report
+    flags: list[str] = field(default_factory=list)      # reasons for a human to look
+    events: list[str] = field(default_factory=list)     # what happened in the kernel (death, time limit)
+    sandbox: str = ""
+    sandboxed: bool = False
     seconds: float = 0.0
-    autograded: str = ""                                # path of the autograded notebook (temp dir)
+    timestamp: datetime | None = None
+    late_penalties: dict = field(default_factory=dict)  # notebook -> points deducted
+    autograded: str = ""                                # path of the autograded notebook
+
+    def error_line(self) -> str:
+        return summarize_error(self.error) if self.error else ""
 
 
-def _cell_messages(path: Path) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
+def _cell_messages(nb) -> dict[str, str]:
     out = {}
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("grade"):
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
             continue
         parts = []
         for o in cell.get("outputs", []):
@@ -197,44 +218,45 @@ def _cell_messages(path: Path) -> dict[str, str]:
     return out
 
 
-def _grade_child(workdir: str, assignment: str, student: str, timeout: int) -> None:
-    """Runs in a forked process: nbgrader autograde in the isolated course at workdir."""
+def _grade_child(workdir: str, assignment: str, student: str, cfg, duedate) -> None:
+    """Runs in a forked process: nbgrader autograde in the throwaway course at ``workdir``."""
     os.setsid()  # own process group: the parent can kill us and the kernel together
     root = Path(workdir)
-    # nbgrader's log and the kernel's stderr go to a file, not the instructor's terminal.
-    log = os.open(root / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    log = os.open(root / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    out = {"success": False, "error": "", "grades": [], "comments": []}
+    out = {"success": False, "error": "", "grades": [], "comments": [], "timestamp": None, "penalties": {}}
     try:
-        api = _api(root, timeout=timeout)
-        res = api.autograde(assignment, student, force=True, create=True)
+        if duedate is not None:
+            with store.open_gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+                gb.update_or_create_assignment(assignment, duedate=duedate)
+        res = _api(cfg).autograde(assignment, student, force=True, create=True)
         out["success"] = bool(res["success"])
         if not res["success"]:
             out["error"] = (res.get("error") or "") + (res.get("log") or "")
         else:
-            from nbgrader.api import Gradebook
-            with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+            with store.open_gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
                 sub = gb.find_submission(assignment, student)
+                out["timestamp"] = sub.timestamp.isoformat() if sub.timestamp else None
                 for nb in sub.notebooks:
+                    out["penalties"][nb.name] = nb.late_submission_penalty
                     for g in nb.grades:
                         out["grades"].append(dict(notebook=nb.name, grade_id=g.name, cell_type=g.cell.cell_type,
-                                                  auto_score=g.auto_score,
-                                                  max_score=g.max_score, needs_manual_grade=g.needs_manual_grade))
+                                                  auto_score=g.auto_score, max_score=g.max_score,
+                                                  needs_manual_grade=g.needs_manual_grade))
                     for c in nb.comments:
                         out["comments"].append(dict(notebook=nb.name, name=c.name, auto_comment=c.auto_comment))
     except BaseException as exc:  # noqa: BLE001 - report, never lose the submission
         out["success"] = False
         out["error"] = f"{type(exc).__name__}: {exc}"
-    (root / "result.json").write_text(json.dumps(out))
+    (root / "result.json").write_text(json.dumps(out, default=str))
     os._exit(0)
 
 
-def _prepare(workdir: Path, template_db: Path, assignment: str, submission_dir: Path, student: str) -> None:
-    shutil.copy2(template_db, workdir / "gradebook.db")
+def _prepare(workdir: Path, template: Path, assignment: str, submission_dir: Path, student: str) -> None:
+    shutil.copy2(template, workdir / "gradebook.db")
     dest = workdir / "submitted" / student / assignment
-    shutil.copytree(submission_dir, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    (workdir / "nbgrader_config.py").write_text(config_file_text(workdir))
+    shutil.copytree(submission_dir, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints"), symlinks=True)
 
 
 def summarize_error(text: str) -> str:
@@ -247,58 +269,106 @@ def summarize_error(text: str) -> str:
     return lines[-1] if lines else "unknown error"
 
 
+def _number(value, lo=0.0, hi=float("inf")):
+    return type(value) in (int, float) and lo <= value <= hi
+
+
 def _finish(workdir: Path, assignment: str, student: str, proc_ok: bool, started: float, flags) -> Result:
     res = Result(student=student, success=False, flags=list(flags), seconds=time.perf_counter() - started)
     path = workdir / "result.json"
     if not proc_ok:
         res.error = "grading exceeded its wall-clock limit and was stopped"
-    elif not path.exists():
+    elif not path.is_file():
         res.error = "the grading process died without a result"
     else:
-        data = json.loads(path.read_text())
-        res.success, res.error = data["success"], data["error"]
-        res.grades, res.comments = data["grades"], data["comments"]
+        try:
+            data = json.loads(path.read_text())
+            res.success, res.error = bool(data["success"]), str(data["error"])
+            res.grades = [g for g in data["grades"] if type(g) is dict and _number(g.get("max_score"))
+                          and (g.get("auto_score") is None or _number(g["auto_score"], 0.0, g["max_score"]))]
+            res.comments = [c for c in data["comments"] if type(c) is dict]
+            res.late_penalties = {k: v for k, v in data.get("penalties", {}).items() if _number(v)}
+            if data.get("timestamp"):
+                res.timestamp = datetime.fromisoformat(data["timestamp"])
+        except (ValueError, KeyError, TypeError) as exc:
+            res.success, res.error = False, f"unreadable grading result ({exc})"
     nbs = sorted((workdir / "autograded" / student / assignment).glob("*.ipynb"))
     if res.success and nbs:
-        res.messages = _cell_messages(nbs[0])
+        nb = nbformat.read(nbs[0], as_version=4)
+        res.messages = _cell_messages(nb)
+        meta = nb.metadata.get("bncourse", {})
+        res.events = [str(e) for e in meta.get("events", [])]
+        res.sandbox, res.sandboxed = str(meta.get("sandbox", "")), bool(meta.get("sandboxed"))
+        res.flags = sorted(set(res.flags) | {str(f) for f in meta.get("flags", [])})
         res.autograded = str(nbs[0])
     if not res.success and not res.error:
         res.error = "nbgrader could not grade this submission"
     return res
 
 
-def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, timeout: int = 60,
-               wall_limit: float = 900.0, progress=None, keep: Path | None = None):
-    """Grade each submission folder (student -> folder with the notebook) in isolation, ``jobs`` at once.
+def warm_up(assignment: str) -> None:
+    """Import in this process what every grading child needs (forked children inherit it)."""
+    _ensure_path()
+    import importlib
 
-    Yields :class:`Result` objects as they finish (the temporary autograded notebook is moved into
+    import nbgrader.apps  # noqa: F401
+    from . import course
+    from .trusted import preprocessor  # noqa: F401
+    module = course.find(assignment)
+    if module is not None:
+        importlib.import_module(module.checks)
+    import torch  # noqa: F401 - hidden tests compare with torch
+    from . import sandbox
+    sandbox.mpl_cache_dir()
+
+
+def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, timeout: int | None = None,
+               wall_limit: float = 900.0, progress=None, keep: Path | None = None, course: Path | None = None,
+               cfg=None):
+    """Grade each submission folder (student -> folder with the notebook), ``jobs`` at once, each in its
+    own process and throwaway course, with the course's configuration.
+
+    Yields :class:`Result` objects as they finish (the autograded notebook is moved into
     ``keep/<student>/<assignment>/`` when ``keep`` is given). Never raises for a submission's fault.
     """
-    _ensure_path()
-    import nbgrader.apps  # noqa: F401 - import once in the parent; forked children inherit it
-
+    from .trusted.runner import course_secret
+    cfg = cfg if cfg is not None else course_config(course)
+    warm_up(assignment)
+    secret_dir = course if course is not None else Path(tempfile.mkdtemp(prefix="bncourse-secret-"))
+    course_secret(secret_dir)
+    secret_file = str(secret_dir / ".bncourse" / "secret")
+    duedate = None
+    if course is not None:
+        try:
+            duedate = store.assignment_duedate(db_url_of(cfg, course), assignment, course_id_of(cfg))
+        except Exception:  # noqa: BLE001 - a course without a gradebook yet has no due date
+            duedate = None
     base = Path(tempfile.mkdtemp(prefix="bncourse-"))
     try:
-        template = template_db(assignment, timeout)
+        template = template_db(assignment, cfg)
         ctx = mp.get_context("fork")
         pending = list(submissions.items())
         running: dict[str, tuple] = {}
+        counter = 0
         while pending or running:
             while pending and len(running) < max(1, jobs):
                 student, folder = pending.pop(0)
-                workdir = base / f"sub-{len(running)}-{student}"
+                counter += 1
+                workdir = base / f"s{counter}"
                 workdir.mkdir()
                 flags = []
                 for nbpath in sorted(Path(folder).glob("*.ipynb")):
                     try:
                         flags += review(nbformat.read(nbpath, as_version=4))
-                    except Exception as exc:  # unreadable notebook: nbgrader will report it too
+                    except Exception as exc:  # noqa: BLE001 - unreadable notebook: nbgrader reports it too
                         flags.append(f"notebook unreadable: {type(exc).__name__}")
                 _prepare(workdir, template, assignment, Path(folder), student)
-                proc = ctx.Process(target=_grade_child, args=(str(workdir), assignment, student, timeout))
+                child_cfg = _throwaway(cfg, workdir, timeout=timeout)
+                child_cfg.SandboxedExecute.secret_file = secret_file
+                proc = ctx.Process(target=_grade_child, args=(str(workdir), assignment, student, child_cfg, duedate))
                 proc.start()
-                running[student] = (proc, workdir, time.perf_counter(), flags)
-            time.sleep(0.05)
+                running[student] = (proc, workdir, time.perf_counter(), sorted(set(flags)))
+            time.sleep(0.02)
             for student in list(running):
                 proc, workdir, started, flags = running[student]
                 overdue = time.perf_counter() - started > wall_limit
@@ -318,68 +388,28 @@ def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, tim
                         shutil.rmtree(dest)
                     shutil.copytree(Path(res.autograded).parent, dest)
                     res.autograded = str(dest / Path(res.autograded).name)
+                shutil.rmtree(workdir, ignore_errors=True)
                 if progress is not None:
                     progress(res)
                 yield res
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        if course is None:
+            shutil.rmtree(secret_dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- class gradebook
-def merge(course: Path, assignment: str, res: Result) -> None:
-    """Record one result in the course's gradebook.db (creating student and submission as needed).
-
-    Auto scores and auto comments are replaced; manual scores already entered are kept. A submission
-    that could not be graded is recorded with zero auto scores and flagged, so it is never lost.
-    """
-    import warnings
-
-    from nbgrader.api import Gradebook, MissingEntry
-    from sqlalchemy.exc import SAWarning
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb, warnings.catch_warnings():
-        # nbgrader's add_submission builds rows before adding them to the session; SQLAlchemy 2 warns.
-        warnings.simplefilter("ignore", SAWarning)
-        gb.update_or_create_student(res.student)
-        try:
-            sub = gb.find_submission(assignment, res.student)
-        except MissingEntry:
-            sub = gb.add_submission(assignment, res.student)
-        by_id = {(g["notebook"], g["grade_id"]): g for g in res.grades}
-        comments = {(c["notebook"], c["name"]): c for c in res.comments}
-        for nb in sub.notebooks:
-            for g in nb.grades:
-                new = by_id.get((nb.name, g.name))
-                if new is not None:
-                    g.auto_score = new["auto_score"]
-                    g.needs_manual_grade = bool(new["needs_manual_grade"]) and g.manual_score is None
-                else:  # not graded: zero for tests, leave answers to the instructor
-                    g.auto_score = 0.0 if g.cell.cell_type == "code" else None
-                    g.needs_manual_grade = g.cell.cell_type != "code" and g.manual_score is None
-            for c in nb.comments:
-                new = comments.get((nb.name, c.name))
-                c.auto_comment = new["auto_comment"] if new else None
-            nb.flagged = bool(res.flags) or not res.success
-        gb.db.commit()
+def merge(course: Path, assignment: str, res: Result, cfg=None) -> None:
+    """Record one result in the course's gradebook (see :func:`store.merge`)."""
+    cfg = cfg if cfg is not None else course_config(course)
+    store.merge(db_url_of(cfg, course), assignment, res, course_id_of(cfg))
 
 
-def gradebook_rows(course: Path, assignment: str) -> tuple[list[str], list[list]]:
+def gradebook_rows(course: Path, assignment: str, cfg=None) -> tuple[list[str], list[list]]:
     """Header and rows (one per student) of the assignment's gradebook: points per graded cell."""
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        a = gb.find_assignment(assignment)
-        cells = [(nb.name, gc.name) for nb in a.notebooks for gc in nb.grade_cells]
-        header = ["student"] + [name for _, name in cells] + ["total", "max", "status"]
-        rows = []
-        for sub in sorted(a.submissions, key=lambda s: s.student.id):
-            scores = {(nb.name, g.name): g for nb in sub.notebooks for g in nb.grades}
-            vals = []
-            for key in cells:
-                g = scores.get(key)
-                vals.append("?" if g is None or (g.needs_manual_grade and g.manual_score is None)
-                            else g.score)
-            flagged = any(nb.flagged for nb in sub.notebooks)
-            status = "needs manual grading" if sub.needs_manual_grade else "graded"
-            if flagged:
-                status += ", flagged"
-            rows.append([sub.student.id] + vals + [sub.score, sub.max_score, status])
-    return header, rows
+    cfg = cfg if cfg is not None else course_config(course)
+    return store.gradebook_rows(db_url_of(cfg, course), assignment, course_id_of(cfg))
+
+
+__all__ = ["Result", "assignments", "course_config", "ensure_assignment", "generate", "grade_many",
+           "gradebook_rows", "merge", "notebook_name", "summarize_error", "template_db", "asdict"]

@@ -10,6 +10,8 @@ to a ready-made normalization must fail, however it is reached (``F.batch_norm``
   kept alive by an extra reference and no Python name, so learner code cannot find it to undo it.
 * Python re-implementations (``torch._decomp``, ``torch._refs`` decompositions): functions and table
   entries with normalization names are replaced or removed from every loaded torch module.
+* The layer classes (``nn.BatchNorm2d``, ``nn.LayerNorm``...) refuse to be constructed, so a class that
+  inherits one to skip writing its parameters and buffers fails too.
 * Their source files cannot be read back (see ``launch.protected_paths``), and the interpreter is closed
   to introspection that could dig the originals out (``gc.get_objects``, ``ctypes``).
 
@@ -92,6 +94,11 @@ def _scrub_python(torch) -> int:
             if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)) and PY_PATTERN.search(attr) \
                     and not modname.startswith("torch._C"):
                 namespace[attr] = _refuse
+                count += 1
+            elif isinstance(value, type) and issubclass(value, torch.nn.Module) \
+                    and (PY_PATTERN.search(value.__name__) or value.__name__ == "_NormBase"):
+                # the layers themselves, and any class built on them, cannot be constructed
+                type.__setattr__(value, "__init__", _refuse)
                 count += 1
             elif isinstance(value, dict) and not attr.startswith("__"):
                 count += scrub_dict(value)

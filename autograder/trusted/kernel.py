@@ -77,6 +77,8 @@ class SandboxKernelManager(AsyncKernelManager):
             self._connect_control_socket()
             self.session.send(self._control_socket, msg)
 
+    interrupt_kernel = _async_interrupt_kernel   # the base class binds the name to its own method
+
     def lock(self) -> None:
         """Once the kernel has made its sockets, take the folder back: the kernel can no longer write in
         it (as root; an unprivileged grader shares its uid with the kernel and cannot)."""
@@ -97,6 +99,7 @@ class RemoteKernel:
         self.deadline: float | None = None
         self.gone: str | None = None
         self.requests = 0
+        self.interrupts = 0
 
     def remaining(self) -> float:
         if self.deadline is None:
@@ -130,6 +133,7 @@ class RemoteKernel:
                 if interrupted:
                     raise KernelGone("the kernel stopped answering (it ignored an interrupt)")
                 await self.client.km.interrupt_kernel()
+                self.interrupts += 1
                 interrupted, end = True, time.monotonic() + GRACE
                 continue
             try:

@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 from nbclient.client import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Float, Integer, Unicode
 
 from .. import course
@@ -142,6 +142,7 @@ class SandboxedExecute(Execute):
         self._events: list[str] = []
         self._count = 0
         self._remote = RemoteKernel(self, call_timeout=self.call_timeout)
+        self._launch = None
         started = time.monotonic()
         try:
             with self.setup_kernel():
@@ -150,6 +151,7 @@ class SandboxedExecute(Execute):
                     raise RuntimeError("the grading kernel did not start")
                 self.nb.metadata["language_info"] = reply["content"]["language_info"]
                 self.km.lock()
+                self._launch = self.km.launch
                 for index, cell in enumerate(self.nb.cells):
                     self.preprocess_cell(cell, resources, index)
         finally:
@@ -158,8 +160,9 @@ class SandboxedExecute(Execute):
             if self._files is not None:
                 shutil.rmtree(self._files, ignore_errors=True)
         self.set_widgets_metadata()
-        self.nb.metadata["bncourse"] = {"sandbox": self.km.launch.description if self.km and self.km.launch else "",
-                                        "sandboxed": bool(self.km and self.km.launch and self.km.launch.sandboxed),
+        launch = self._launch
+        self.nb.metadata["bncourse"] = {"sandbox": launch.description if launch else "",
+                                        "sandboxed": bool(launch and launch.sandboxed),
                                         "events": self._events, "seconds": round(time.monotonic() - started, 2)}
         return self.nb, self.resources
 
@@ -204,9 +207,12 @@ class SandboxedExecute(Execute):
                 text, score = f"This test cell could not be graded ({exc}).\n", 0.0
             else:
                 self._remote.deadline = time.monotonic() + float(self.timeout or 60)
+                interrupts = self._remote.interrupts
                 objects = [Remote(self._remote, {"global": name}, name) for name in call.names]
                 text, score = run_check(call, objects, points, gid, self._secret)
                 self._remote.deadline = None
+                if self._remote.interrupts > interrupts:
+                    self._events.append(f"learner code was stopped after its time limit (while grading {gid})")
                 if self._remote.gone:
                     self._gone = f"{self._remote.gone} (while grading {gid})"
                     self._events.append(self._gone)
@@ -218,4 +224,35 @@ class SandboxedExecute(Execute):
         cell.execution_count = self._count
 
 
-__all__ = ["SandboxedExecute", "KernelGone"]
+
+
+class RecordFlags(NbGraderPreprocessor):
+    """After ``SaveAutoGrades``: mark the submission for a human when its code looks like tampering
+    (``autograder.review``) or its kernel misbehaved (died, would not stop), with the reasons as the
+    first cell's comment, where formgrader shows them. A flag never changes a score."""
+
+    def preprocess(self, nb, resources):
+        from ..review import review
+        from ..store import FLAG_PREFIX, open_gradebook
+        meta = nb.metadata.setdefault("bncourse", {})
+        reasons = sorted(set(review(nb)) | set(meta.get("events", [])))
+        if not meta.get("sandboxed", True):
+            reasons.append("graded WITHOUT a sandbox")
+        meta["flags"] = reasons
+        info = resources.get("nbgrader", {})
+        if reasons and info.get("db_url"):
+            with open_gradebook(info["db_url"]) as gb:
+                sub = gb.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+                sub.flagged = True
+                names = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+                         if c.metadata.get("nbgrader", {}).get("grade_id")]
+                comments = {c.name: c for c in sub.comments}
+                first = next((comments[n] for n in names if n in comments), None)
+                if first is not None:
+                    first.auto_comment = FLAG_PREFIX + "; ".join(reasons) + (
+                        f"\n\n{first.auto_comment}" if first.auto_comment else "")
+                gb.db.commit()
+        return nb, resources
+
+
+__all__ = ["KernelGone", "RecordFlags", "SandboxedExecute"]
