@@ -4,13 +4,15 @@ The maths of every layer in bnlib is written once, as the formulas of its paper,
 :class:`Backend`. Two operations carry all of the speed work, so that the formulas need none:
 
 * :meth:`Backend.per_channel` runs a per-channel computation over arrays viewed as (N, C, L) (samples,
-  channels, positions): partial ``sums`` over blocks of samples, merged by ``combine``; the per-channel
-  ``coefficients`` once the sums are complete; then an elementwise ``apply`` pass that writes the output.
-  NumPy cuts the arrays into cache-sized blocks and runs them on a thread pool: when a slab of whole
-  channels (all N samples) fits in the L2 cache, sums, coefficients and apply run on the slab while it is
-  in cache, so the input is read from memory once; otherwise blocks of samples are swept twice. torch
-  runs each step once over the whole tensor, eagerly or (``set_torch_route("compile")``) through
-  ``torch.compile``, which fuses the steps into a few loops.
+  channels, positions): partial ``sums`` over blocks of samples, merged by ``combine``; then the
+  per-channel ``coefficients`` once the sums are complete, which return the statistics to keep and an
+  :class:`Affine` map, out = sum_i (arrays[i] - centers[i]) * scales[i] + shift, that the backend applies
+  elementwise. NumPy cuts the arrays into cache-sized blocks and runs them on a thread pool: when a slab of
+  whole channels (all N samples) fits in the L2 cache, sums, coefficients and the map run on the slab while
+  it is in cache, so the input is read from memory once; otherwise blocks of samples are swept twice. The
+  map runs in place in the output with the per-channel vectors laid out as whole rows, so NumPy's loops
+  stay long and vectorized. torch runs each step once over the whole tensor, eagerly (the map as
+  ``addcmul``) or (``set_torch_route("compile")``) through ``torch.compile``, which fuses the steps.
 * :meth:`Backend.channel_sum` sums a block over its samples and positions, accurately and fast.
 
 Everything else is a thin alias (dtype rules, sqrt, clip, concatenation). ``backend_for(x)`` returns the
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "NumpyBackend", "TorchBackend", "backend_for", "set_num_threads", "set_torch_route",
-           "torch_route", "add_partials"]
+__all__ = ["Backend", "Affine", "NumpyBackend", "TorchBackend", "backend_for", "set_num_threads",
+           "set_torch_route", "torch_route", "add_partials"]
 
 
 def _positions(shape) -> int:
@@ -39,6 +42,18 @@ def _positions(shape) -> int:
 def add_partials(p, q):
     """The default ``combine`` of :meth:`Backend.per_channel`: partial sums add up."""
     return tuple(a + b for a, b in zip(p, q))
+
+
+class Affine(NamedTuple):
+    """A per-channel affine map of the arrays: out = sum_i (arrays[i] - centers[i]) * scales[i] + shift.
+
+    ``centers``, ``scales``: one (C, 1) column (or None: no centering; a None scale leaves the array out)
+    per array; ``shift``: a (C, 1) column or None.
+    """
+
+    centers: tuple
+    scales: tuple
+    shift: Any = None
 
 
 @runtime_checkable
@@ -74,19 +89,17 @@ class Backend(Protocol):
         """Per channel c of an (N, C, L) block: sum over n and l of a (or of a * b), as a (C, 1) column
         in the accumulation dtype."""
 
-    def per_channel(self, arrays: Sequence[Any], params: Sequence[Any], coefficients: Callable,
-                    apply: Callable | None, *, sums: Callable | None = None, combine: Callable = add_partials,
-                    out_dtype=None):
-        """Run a per-channel computation; return ``(out, coefs)``.
+    def per_channel(self, arrays: Sequence[Any], params: Sequence[Any], coefficients: Callable, *,
+                    sums: Callable | None = None, combine: Callable = add_partials, out_dtype=None):
+        """Run a per-channel computation; return ``(out, stats)``.
 
         ``sums(*blocks, *params)`` returns partial per-channel results over a block of samples (all
         positions); ``combine(p, q)`` merges two partials. ``coefficients(totals, *params)`` turns the
-        complete sums (None without ``sums``) into per-channel (C, 1) vectors (or None entries);
-        ``apply(*blocks, *coefs)`` returns a block of the output, stored with ``out_dtype`` (no output
-        when ``apply`` is None). ``sums`` and ``apply`` work in the compute dtype (blocks, params and
-        coefficients are cast to it); ``coefficients`` gets the params as given and works in full
-        precision, and the returned ``coefs`` keep their dtype. ``params`` are (C, 1) vectors or None,
-        sliced with the blocks.
+        complete sums (None without ``sums``) into ``(stats, affine)``: a tuple of per-channel (C, 1)
+        vectors to return, and the :class:`Affine` map that gives the output (None: no output), stored
+        with ``out_dtype`` (default: the first array's). ``sums`` and the map work in the compute dtype
+        (blocks, params and the map's vectors are cast to it); ``coefficients`` gets the params as given
+        and works in full precision. ``params`` are (C, 1) vectors or None, sliced with the blocks.
         """
 
     def run(self, fn, *args):
@@ -134,11 +147,14 @@ def _pmap(fn, items):
 class NumpyBackend:
     name = "numpy"
     array_type_name = "numpy.ndarray"
-    #: elements of a block: 2**18 float32 values (1 MiB) stay in a core's L2 cache while the
-    #: callbacks make their passes over them
-    BLOCK = 1 << 18
+    #: elements of a block: 2**17 float32 values (512 KiB); with the output block and one scratch block
+    #: it stays in a core's L2 cache while the passes over it run
+    BLOCK = 1 << 17
     #: a slab of whole channels must have contiguous runs of at least this many bytes per sample
     RUN = 256
+
+    def __init__(self):
+        self._local = threading.local()
 
     def run(self, fn, *args):
         """fn(self, *args): the NumPy backend has one route."""
@@ -156,12 +172,56 @@ class NumpyBackend:
         step = max(1, self.BLOCK // max(1, c * l))
         return "rows", [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
-    def per_channel(self, arrays, params, coefficients, apply, *, sums=None, combine=add_partials,
-                    out_dtype=None):
+    def _scratch(self, shape, dtype, k=0):
+        """A per-thread work buffer of ``shape`` (reused between blocks: no allocation per block)."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            bufs = self._local.bufs = {}
+        size = int(np.prod(shape))
+        buf = bufs.get((k, np.dtype(dtype)))
+        if buf is None or buf.size < size:
+            buf = bufs[(k, np.dtype(dtype))] = np.empty(max(size, 1), dtype)
+        return buf[:size].reshape(shape)
+
+    def _rows(self, v, l, cdt):
+        """A (c, 1) column laid out as whole (c, l) rows (materialized): the elementwise loops then run
+        over long contiguous rows instead of one scalar per row."""
+        v = v.astype(cdt, copy=False)
+        return v if l == 1 else np.ascontiguousarray(np.broadcast_to(v, (v.shape[0], l)))
+
+    def _apply(self, blocks, affine, out, cdt):
+        """out[...] = sum_i (blocks[i] - centers[i]) * scales[i] + shift, in place, no temporaries."""
+        l = blocks[0].shape[2]
+        if l == 1:                       # (n, c) rows: per-channel vectors broadcast along each row
+            blocks, dest = [b[:, :, 0] for b in blocks], out[:, :, 0]
+            prep = lambda v: v.astype(cdt, copy=False).reshape(-1)   # noqa: E731
+        else:
+            dest = out
+            prep = lambda v: self._rows(v, l, cdt)                  # noqa: E731
+        acc = dest if out.dtype == cdt else self._scratch(dest.shape, cdt, 1)   # float16 out: compute in float32
+        first = True
+        for b, center, scale in zip(blocks, affine.centers, affine.scales):
+            if scale is None:
+                continue
+            target = acc if first else self._scratch(acc.shape, cdt, 2)
+            if center is not None:
+                np.subtract(b, prep(center), out=target)
+                np.multiply(target, prep(scale), out=target)
+            else:
+                np.multiply(b, prep(scale), out=target)
+            if not first:
+                np.add(acc, target, out=acc)
+            first = False
+        if affine.shift is not None:
+            np.add(acc, prep(affine.shift), out=acc)
+        if acc is not dest:
+            dest[...] = acc
+
+    def per_channel(self, arrays, params, coefficients, *, sums=None, combine=add_partials, out_dtype=None):
         n, c, l = arrays[0].shape
         cdt = self.compute_dtype(arrays[0])
         kind, parts = self.plan(n, c, l, np.dtype(cdt).itemsize)
-        out = None if apply is None else np.empty((n, c, l), dtype=out_dtype or arrays[0].dtype)
+        out = np.empty((n, c, l), dtype=out_dtype or arrays[0].dtype)
 
         def blocks(index):
             return [a[index].astype(cdt, copy=False) for a in arrays]
@@ -169,18 +229,20 @@ class NumpyBackend:
         def cast(vectors):
             return [None if v is None else v.astype(cdt, copy=False) for v in vectors]
 
+        made = []
         if kind == "slabs":
             def work(sl):
                 bl = blocks((slice(None), sl))
                 ps = [None if p is None else p[sl] for p in params]
-                coefs = coefficients(sums(*bl, *cast(ps)) if sums is not None else None, *ps)
-                if apply is not None:
-                    out[:, sl] = apply(*bl, *cast(coefs))
-                return coefs
+                stats, affine = coefficients(sums(*bl, *cast(ps)) if sums is not None else None, *ps)
+                if affine is not None:
+                    self._apply(bl, affine, out[:, sl], cdt)
+                    made.append(True)
+                return stats
             pieces = _pmap(work, parts)
-            coefs = tuple(None if pieces[0][i] is None else np.concatenate([p[i] for p in pieces])
+            stats = tuple(None if pieces[0][i] is None else np.concatenate([p[i] for p in pieces])
                           for i in range(len(pieces[0])))
-            return out, coefs
+            return (out if made else None), stats
         totals = None
         if sums is not None:
             low_params = cast(params)
@@ -188,14 +250,11 @@ class NumpyBackend:
             totals = partials[0]
             for p in partials[1:]:
                 totals = combine(totals, p)
-        coefs = coefficients(totals, *params)
-        if apply is not None:
-            low = cast(coefs)
-
-            def work_rows(rows):
-                out[rows] = apply(*blocks(rows), *low)
-            _pmap(work_rows, parts)
-        return out, tuple(coefs)
+        stats, affine = coefficients(totals, *params)
+        if affine is None:
+            return None, tuple(stats)
+        _pmap(lambda rows: self._apply(blocks(rows), affine, out[rows], cdt), parts)
+        return out, tuple(stats)
 
     @staticmethod
     def channel_sum(a, b=None):
@@ -204,8 +263,8 @@ class NumpyBackend:
             if a.shape[2] == 1:    # (N, C): a BLAS matrix-vector product, ~20x faster than adding rows
                 prod = a[:, :, 0] if b is None else a[:, :, 0] * b[:, :, 0]
                 s = np.ones(a.shape[0], np.float32) @ prod
-            elif b is None:        # pairwise float32 sums along the contiguous positions, then float64
-                s = a.sum(axis=2).sum(axis=0, dtype=acc)
+            elif b is None:        # vectorized float32 sums along the contiguous positions, then float64
+                s = np.einsum("ncl->nc", a).sum(axis=0, dtype=acc)
             else:
                 s = np.einsum("ncl,ncl->nc", a, b).sum(axis=0, dtype=acc)
         elif b is None:
@@ -332,17 +391,21 @@ class TorchBackend:
         return fn(self, *args)
 
     # -- the two ops: one block, torch's own kernels are parallel already
-    def per_channel(self, arrays, params, coefficients, apply, *, sums=None, combine=add_partials,
-                    out_dtype=None):
+    def per_channel(self, arrays, params, coefficients, *, sums=None, combine=add_partials, out_dtype=None):
         cdt = self.compute_dtype(arrays[0])
         blocks = [a.to(cdt) for a in arrays]
         low_params = [None if p is None else p.to(cdt) for p in params]
-        coefs = coefficients(sums(*blocks, *low_params) if sums is not None else None, *params)
-        if apply is None:
-            return None, tuple(coefs)
-        low = [None if v is None else v.to(cdt) for v in coefs]
-        out = apply(*blocks, *low)
-        return out.to(out_dtype or arrays[0].dtype), tuple(coefs)
+        stats, affine = coefficients(sums(*blocks, *low_params) if sums is not None else None, *params)
+        if affine is None:
+            return None, tuple(stats)
+        low = lambda v: None if v is None else v.to(cdt)   # noqa: E731
+        out = low(affine.shift)
+        for b, center, scale in zip(blocks, affine.centers, affine.scales):
+            if scale is None:
+                continue
+            term = b if center is None else b - low(center)
+            out = term * low(scale) if out is None else self.torch.addcmul(out, term, low(scale))
+        return out.to(out_dtype or arrays[0].dtype), tuple(stats)
 
     def channel_sum(self, a, b=None):
         t = a if b is None else a * b

@@ -19,7 +19,7 @@ precision. float16 and bfloat16 inputs are computed in float32.
 """
 from __future__ import annotations
 
-from ._backend import backend_for
+from ._backend import Affine, backend_for
 from ._checks import (check_channel_vector, check_dy, check_eps, check_features, check_finite,
                       check_nonfinite, check_one_value, check_saved, check_scalar, check_training)
 from .saved import Grads, Saved
@@ -57,14 +57,11 @@ def train_forward(be, x, weight, bias, eps):
         var = m2 / n                                        # biased batch variance sigma_B^2
         invstd = 1 / be.sqrt(var + eps)
         scale = invstd if weight is None else invstd * weight
-        return mean, var, invstd, scale, bias
+        # y = gamma * (x - mu_B) / sqrt(sigma_B^2 + eps) + beta
+        return (mean, var, invstd), Affine((mean,), (scale,), bias)
 
-    def apply(xb, mean, var, invstd, scale, bias):          # y = gamma * (x - mu_B) / sqrt(sigma_B^2 + eps) + beta
-        y = (xb - mean) * scale
-        return y if bias is None else y + bias
-
-    y, (mean, var, invstd, _, _) = be.per_channel(
-        (x,), (weight, bias), coefficients, apply, sums=lambda xb, w, b: moments(be, xb), combine=merge_moments)
+    y, (mean, var, invstd) = be.per_channel((x,), (weight, bias), coefficients,
+                                            sums=lambda xb, w, b: moments(be, xb), combine=merge_moments)
     return y, mean, var, invstd
 
 
@@ -73,8 +70,8 @@ def train_statistics(be, x, eps):
     def coefficients(stats):
         n, mean, m2 = stats
         var = m2 / n
-        return mean, var, 1 / be.sqrt(var + eps)
-    _, stats = be.per_channel((x,), (), coefficients, None, sums=lambda xb: moments(be, xb), combine=merge_moments)
+        return (mean, var, 1 / be.sqrt(var + eps)), None
+    _, stats = be.per_channel((x,), (), coefficients, sums=lambda xb: moments(be, xb), combine=merge_moments)
     return stats
 
 
@@ -83,13 +80,10 @@ def eval_forward(be, x, mean, var, weight, bias, eps):
 
     def coefficients(_, mean, var, weight, bias):
         invstd = 1 / be.sqrt(var + eps)
-        return mean, invstd, (invstd if weight is None else invstd * weight), bias
+        scale = invstd if weight is None else invstd * weight
+        return (invstd,), Affine((mean,), (scale,), bias)      # y = gamma * (x - mu) / sqrt(var + eps) + beta
 
-    def apply(xb, mean, invstd, scale, bias):
-        y = (xb - mean) * scale
-        return y if bias is None else y + bias
-
-    y, (_, invstd, _, _) = be.per_channel((x,), (mean, var, weight, bias), coefficients, apply)
+    y, (invstd,) = be.per_channel((x,), (mean, var, weight, bias), coefficients)
     return y, invstd
 
 
@@ -106,23 +100,19 @@ def backward(be, dy, x, mean, invstd, weight, training, need_weight=True, need_b
         return be.channel_sum(dyb), be.channel_sum(dyb, xb - mean)
 
     def coefficients(s, mean, invstd, weight):
-        scale = invstd if weight is None else invstd * weight
+        scale = invstd if weight is None else invstd * weight         # gamma / sigma
         if s is None:
-            return None, None, scale, mean, None, None
-        dbias = s[0]
-        dweight = s[1] * invstd                             # sum(dy * xhat)
+            return (None, None), Affine((None, None), (scale, None))
+        dbias, dweight = s[0], s[1] * invstd                         # sum(dy), sum(dy * xhat)
         if not training:
-            return dweight, dbias, scale, mean, None, None
-        return dweight, dbias, scale, mean, dbias / m, dweight * invstd / m   # mean(dy), mean(dy * xhat) / sigma
-
-    def apply(dyb, xb, dweight, dbias, scale, mean, mean_dy, k):
-        if not training:
-            return dyb * scale
-        return (dyb - mean_dy - (xb - mean) * k) * scale
+            return (dweight, dbias), Affine((None, None), (scale, None))
+        mean_dy, k = dbias / m, dweight * invstd / m                # mean(dy), mean(dy * xhat) / sigma
+        # dx = gamma / sigma * (dy - mean(dy) - (x - mu) * mean(dy * xhat) / sigma)
+        return (dweight, dbias), Affine((None, mean), (scale, -scale * k), -scale * mean_dy)
 
     need_sums = training or need_weight or need_bias
-    dx, (dweight, dbias, *_) = be.per_channel((dy, x), (mean, invstd, weight), coefficients, apply,
-                                              sums=sums if need_sums else None, out_dtype=dy.dtype)
+    dx, (dweight, dbias) = be.per_channel((dy, x), (mean, invstd, weight), coefficients,
+                                          sums=sums if need_sums else None, out_dtype=dy.dtype)
     return dx, dweight, dbias
 
 

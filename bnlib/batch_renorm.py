@@ -21,7 +21,7 @@ arXiv:1705.08741, Algorithm 1) normalizes each "virtual batch" of a large batch 
 from __future__ import annotations
 
 from . import batch_norm as bn
-from ._backend import backend_for
+from ._backend import Affine, backend_for
 from ._checks import (check_channel_vector, check_dy, check_eps, check_features, check_finite, check_nonfinite,
                       check_one_value, check_saved, check_scalar, check_training)
 from .saved import Grads, Saved
@@ -64,13 +64,11 @@ def renorm_forward(be, x, weight, bias, running_mean, running_var, r_max, d_max,
         shift = d if weight is None else weight * d
         if bias is not None:
             shift = shift + bias
-        return mean, var, 1 / sigma_b, r, d, gamma_r / sigma_b, shift
+        # y = gamma * ((x - mu_B) / sigma_B * r + d) + beta
+        return (mean, var, 1 / sigma_b, r, d), Affine((mean,), (gamma_r / sigma_b,), shift)
 
-    def apply(xb, mean, var, invstd, r, d, scale, shift):  # y = gamma * ((x - mu_B) / sigma_B * r + d) + beta
-        return (xb - mean) * scale + shift
-
-    y, (mean, var, invstd, r, d, _, _) = be.per_channel(
-        (x,), (weight, bias, running_mean, running_var), coefficients, apply,
+    y, (mean, var, invstd, r, d) = be.per_channel(
+        (x,), (weight, bias, running_mean, running_var), coefficients,
         sums=lambda xb, *params: bn.moments(be, xb), combine=bn.merge_moments)
     return y, mean, var, invstd, r, d
 

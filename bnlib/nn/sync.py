@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from .. import batch_norm as bn
+from .._backend import Affine
 from . import functional as F
 
 __all__ = ["SyncBatchNorm", "SyncBatchNormFunction", "sync_batch_norm"]
@@ -105,14 +106,12 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
             def coefficients(_, mean, invstd, weight):
                 scale = invstd if weight is None else invstd * weight
-                return mean, scale, g_dy / m, invstd * invstd * g_dy_xmu / m
-
-            def apply(dyb, xb, mean, scale, mean_dy, k):     # gamma/sigma (dy - mean(dy) - xhat mean(dy xhat))
-                return (dyb - mean_dy - (xb - mean) * k) * scale
+                mean_dy, k = g_dy / m, invstd * invstd * g_dy_xmu / m
+                # dx = gamma / sigma * (dy - mean(dy) - (x - mu) * mean(dy * xhat) / sigma), global means
+                return (), Affine((None, mean), (scale, -scale * k), -scale * mean_dy)
 
             if x3.numel():
-                dx3, _ = be.per_channel((dy3, x3), (mean, invstd, F._col(weight)), coefficients, apply,
-                                        out_dtype=dy.dtype)
+                dx3, _ = be.per_channel((dy3, x3), (mean, invstd, F._col(weight)), coefficients, out_dtype=dy.dtype)
                 dx = dx3.reshape(x.shape)
             else:
                 dx = dy.clone()
