@@ -6,9 +6,21 @@ PY     := $(VENV)/bin/python
 # e.g. `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" venv`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-fast lab release bench clean
+.PHONY: venv sandbox demo test test-fast lab release bench clean
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed sandbox
+
+# Learner code is graded inside bubblewrap (Linux namespaces). Installed from the system's packages when
+# this machine allows it (root with apt); otherwise grading still works, unsandboxed, and says so.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (the grading sandbox)"; \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	  else \
+	    echo "NOTE: bubblewrap (bwrap) is not installed, so notebooks will be graded UNSANDBOXED here."; \
+	    echo "      On Debian/Ubuntu: sudo apt-get install bubblewrap"; \
+	  fi; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
