@@ -13,7 +13,9 @@ The maths of every layer in bnlib is written once, as the formulas of its paper,
   map runs in place in the output with the per-channel vectors laid out as whole rows, so NumPy's loops
   stay long and vectorized. torch runs each step once over the whole tensor, eagerly (the map as
   ``addcmul``) or (``set_torch_route("compile")``) through ``torch.compile``, which fuses the steps.
-* :meth:`Backend.channel_sum` sums a block over its samples and positions, accurately and fast.
+* :meth:`Backend.channel_sum`, :meth:`Backend.channel_dot` and :meth:`Backend.channel_moments` reduce a
+  block over its samples and positions, accurately and fast (NumPy: vectorized float32 sums along the
+  positions or BLAS, float64 across samples, work buffers reused between blocks).
 
 Everything else is a thin alias (dtype rules, sqrt, clip, concatenation). ``backend_for(x)`` returns the
 backend for x's array library; torch is imported only when a tensor is passed.
@@ -85,9 +87,18 @@ class Backend(Protocol):
     def channels_view(self, x): ...       # (N, C, *spatial) -> (N, C, L) view (no copy when possible)
     def sum(self, a, axes, dtype=None): ...
 
-    def channel_sum(self, a, b=None):
-        """Per channel c of an (N, C, L) block: sum over n and l of a (or of a * b), as a (C, 1) column
-        in the accumulation dtype."""
+    def channel_sum(self, a):
+        """Per channel c of an (N, C, L) block: the sum over n and l, as a (C, 1) column in the
+        accumulation dtype."""
+
+    def channel_dot(self, a, b, center=None):
+        """Per channel: sum over n and l of a * (b - center), center a (C, 1) column or None."""
+
+    def channel_moments(self, a):
+        """Per channel of a block: (count, mean, M2), M2 the centred sum of squares, by the corrected
+        two-pass algorithm (Chan, Golub & LeVeque 1983, Eq. 1.7): mean0 = sum(a) / n, d = a - mean0,
+        mean = mean0 + sum(d) / n, M2 = sum(d^2) - sum(d)^2 / n; exact even when mean0 is rounded, and
+        +-Inf (not NaN) for a channel holding +-Inf, as torch."""
 
     def per_channel(self, arrays: Sequence[Any], params: Sequence[Any], coefficients: Callable, *,
                     sums: Callable | None = None, combine: Callable = add_partials, out_dtype=None):
@@ -183,11 +194,17 @@ class NumpyBackend:
             buf = bufs[(k, np.dtype(dtype))] = np.empty(max(size, 1), dtype)
         return buf[:size].reshape(shape)
 
-    def _rows(self, v, l, cdt):
-        """A (c, 1) column laid out as whole (c, l) rows (materialized): the elementwise loops then run
-        over long contiguous rows instead of one scalar per row."""
+    @staticmethod
+    def _vec(v, l, cdt):
+        """A (c, 1) column for the elementwise loops over an (n, c, l) block (or (n, c) when l == 1):
+        with several channels and short rows it is laid out as whole (c, l) rows (materialized), so the
+        loops run over long contiguous rows instead of one scalar per row."""
         v = v.astype(cdt, copy=False)
-        return v if l == 1 else np.ascontiguousarray(np.broadcast_to(v, (v.shape[0], l)))
+        if l == 1:
+            return v.reshape(-1)
+        if v.shape[0] == 1 or l >= 512:
+            return v
+        return np.ascontiguousarray(np.broadcast_to(v, (v.shape[0], l)))
 
     def _apply(self, blocks, affine, out, cdt):
         """out[...] = sum_i (blocks[i] - centers[i]) * scales[i] + shift, in place, no temporaries."""
@@ -197,7 +214,7 @@ class NumpyBackend:
             prep = lambda v: v.astype(cdt, copy=False).reshape(-1)   # noqa: E731
         else:
             dest = out
-            prep = lambda v: self._rows(v, l, cdt)                  # noqa: E731
+            prep = lambda v: self._vec(v, l, cdt)                   # noqa: E731
         acc = dest if out.dtype == cdt else self._scratch(dest.shape, cdt, 1)   # float16 out: compute in float32
         first = True
         for b, center, scale in zip(blocks, affine.centers, affine.scales):
@@ -257,21 +274,44 @@ class NumpyBackend:
         return out, tuple(stats)
 
     @staticmethod
-    def channel_sum(a, b=None):
+    def channel_sum(a):
         acc = np.float64
         if a.dtype == np.float32:
             if a.shape[2] == 1:    # (N, C): a BLAS matrix-vector product, ~20x faster than adding rows
-                prod = a[:, :, 0] if b is None else a[:, :, 0] * b[:, :, 0]
-                s = np.ones(a.shape[0], np.float32) @ prod
-            elif b is None:        # vectorized float32 sums along the contiguous positions, then float64
+                s = np.ones(a.shape[0], np.float32) @ a[:, :, 0]
+            else:                  # vectorized float32 sums along the contiguous positions, then float64
                 s = np.einsum("ncl->nc", a).sum(axis=0, dtype=acc)
-            else:
-                s = np.einsum("ncl,ncl->nc", a, b).sum(axis=0, dtype=acc)
-        elif b is None:
-            s = a.sum(axis=(0, 2), dtype=acc)
         else:
-            s = np.einsum("ncl,ncl->c", a, b, dtype=acc)
+            s = a.sum(axis=(0, 2), dtype=acc)
         return np.asarray(s, dtype=acc).reshape(-1, 1)
+
+    def _centered(self, a, center, k):
+        """a - center in a per-thread work buffer (k tells buffers apart)."""
+        d = self._scratch(a.shape, a.dtype, k)
+        l = a.shape[2]
+        if l == 1:
+            np.subtract(a[:, :, 0], self._vec(center, 1, a.dtype), out=d[:, :, 0])
+        else:
+            np.subtract(a, self._vec(center, l, a.dtype), out=d)
+        return d
+
+    def channel_dot(self, a, b, center=None):
+        if center is None:
+            t = self._scratch(b.shape, b.dtype, 3)
+            np.multiply(a, b, out=t)
+        else:
+            t = self._centered(b, center, 3)
+            np.multiply(t, a, out=t)
+        return self.channel_sum(t)
+
+    def channel_moments(self, a):
+        n = a.shape[0] * a.shape[2]
+        mean0 = self.channel_sum(a) / n
+        d = self._centered(a, mean0, 3)
+        s1 = self.channel_sum(d)
+        np.square(d, out=d)
+        s2 = self.channel_sum(d)
+        return n, self.finite_or(mean0 + s1 / n, mean0), s2 - s1 * s1 / n
 
     # -- aliases
     @staticmethod
@@ -387,7 +427,14 @@ class TorchBackend:
             compiled = self._compiled.get(fn)
             if compiled is None:
                 compiled = self._compiled[fn] = torch.compile(fn, dynamic=None)
-            return compiled(self, *args)
+            if compiled is not False:
+                try:
+                    return compiled(self, *args)
+                except Exception as e:     # no C++ compiler, an unsupported device...: the eager formula
+                    import warnings
+                    warnings.warn(f"bnlib: torch.compile failed for {fn.__name__} ({type(e).__name__}: {e}); "
+                                  "using the eager route for it", RuntimeWarning, stacklevel=2)
+                    self._compiled[fn] = False
         return fn(self, *args)
 
     # -- the two ops: one block, torch's own kernels are parallel already
@@ -407,9 +454,18 @@ class TorchBackend:
             out = term * low(scale) if out is None else self.torch.addcmul(out, term, low(scale))
         return out.to(out_dtype or arrays[0].dtype), tuple(stats)
 
-    def channel_sum(self, a, b=None):
-        t = a if b is None else a * b
-        return t.sum(dim=(0, 2), dtype=self.acc_dtype(a)).unsqueeze(1)
+    def channel_sum(self, a):
+        return a.sum(dim=(0, 2), dtype=self.acc_dtype(a)).unsqueeze(1)
+
+    def channel_dot(self, a, b, center=None):
+        return self.channel_sum(a * (b if center is None else b - center.to(b.dtype)))
+
+    def channel_moments(self, a):
+        n = a.shape[0] * a.shape[2]
+        mean0 = self.channel_sum(a) / n
+        d = a - mean0.to(a.dtype)
+        s1, s2 = self.channel_sum(d), self.channel_sum(d * d)
+        return n, self.finite_or(mean0 + s1 / n, mean0), s2 - s1 * s1 / n
 
     # -- aliases
     def is_array(self, a) -> bool:

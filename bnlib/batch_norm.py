@@ -29,14 +29,9 @@ __all__ = ["batch_norm_forward", "batch_norm_backward"]
 
 # ----------------------------------------------------------------------------- the maths
 def moments(be, xb):
-    """Count, mean and centred sum of squares of each channel of a block: the corrected two-pass algorithm
-    (Chan, Golub & LeVeque 1983, Eq. 1.7), exact even when the first mean is rounded."""
-    n = xb.shape[0] * xb.shape[2]
-    mean0 = be.channel_sum(xb) / n
-    d = xb - be.astype(mean0, xb.dtype)
-    s1, s2 = be.channel_sum(d), be.channel_sum(d, d)
-    # where the correction is not finite (a channel holding +-Inf), the plain mean, as torch: +-Inf or NaN
-    return n, be.finite_or(mean0 + s1 / n, mean0), s2 - s1 * s1 / n
+    """Count, mean and centred sum of squares of each channel of a block (the corrected two-pass
+    algorithm, see :meth:`bnlib._backend.Backend.channel_moments`)."""
+    return be.channel_moments(xb)
 
 
 def merge_moments(p, q):
@@ -97,7 +92,7 @@ def backward(be, dy, x, mean, invstd, weight, training, need_weight=True, need_b
     m = x.shape[0] * x.shape[2]
 
     def sums(dyb, xb, mean, invstd, weight):                # sum(dy) and sum(dy * (x - mu)) per channel
-        return be.channel_sum(dyb), be.channel_sum(dyb, xb - mean)
+        return be.channel_sum(dyb), be.channel_dot(dyb, xb, mean)
 
     def coefficients(s, mean, invstd, weight):
         scale = invstd if weight is None else invstd * weight         # gamma / sigma

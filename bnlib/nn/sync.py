@@ -91,8 +91,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
         x3, dy3 = be.channels_view(x), be.channels_view(dy)
         cdt, acc = be.compute_dtype(x), be.acc_dtype(x)
         if x3.numel():
-            xc = x3.to(cdt) - mean.to(cdt)
-            sums = torch.cat([be.channel_sum(dy3.to(cdt)), be.channel_sum(dy3.to(cdt), xc)]).reshape(-1)
+            dyc = dy3.to(cdt)
+            sums = torch.cat([be.channel_sum(dyc), be.channel_dot(dyc, x3.to(cdt), mean)]).reshape(-1)
         else:
             sums = torch.zeros(2 * c, dtype=acc, device=x.device)
         sum_dy, sum_dy_xmu = sums[:c].reshape(-1, 1).clone(), sums[c:].reshape(-1, 1).clone()  # local
