@@ -46,6 +46,20 @@ ATTR_REASONS = {
     "__subclasses__": "walks the class hierarchy", "__globals__": "reads a function's globals",
     "__closure__": "reads a function's closure", "__code__": "rewrites or reads code objects",
 }
+ATTR_REASONS.update({
+    "home": "looks for home folders", "expanduser": "looks for home folders", "getpwuid": "looks for home folders",
+    "getsitepackages": "looks for site-packages", "getusersitepackages": "looks for site-packages",
+    "gettempdir": "looks for the temporary folder", "posix_fallocate": "reserves disk space",
+    "ftruncate": "reserves disk space", "listxattr": "reads file attributes",
+})
+# Words in string constants that name the grader's, the course's or the machine's files.
+STRING_REASONS = {
+    ".ipython": "IPython's configuration", ".jupyter": "Jupyter's configuration", "nbgrader_config": "nbgrader's configuration",
+    "JUPYTER_": "Jupyter's configuration", "sitecustomize": "site-packages", ".pth": "site-packages",
+    "site-packages": "site-packages", "gradebook": "the gradebook", "solutions": "the course's solutions",
+    "submitted": "other submissions", "autograded": "other submissions", "result.json": "grading results",
+    "/proc": "other processes", ".cache": "cached files", "bncourse": "the grader",
+}
 OWN = {"self", "ctx", "cls"}   # attributes of one's own objects are ordinary
 MAGIC = re.compile(r"^\s*(%%?|!)(\w*)", re.M)
 
@@ -94,6 +108,10 @@ def review_source(source: str) -> list[str]:
             if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(base, ast.Attribute) \
                     and isinstance(base.value, ast.Name) and base.value.id in modules:
                 reasons.add(f"assigns {base.value.id}.{base.attr}.{node.attr} (patches a module)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for word, what in STRING_REASONS.items():
+                if word in node.value:
+                    reasons.add(f"mentions {word!r} ({what})")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str) \
                     and node.args[0].value.startswith(("/", "..", "~")):
