@@ -25,15 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attacks import corpus, harness  # noqa: E402
 
 
-def _marks():
-    marks = [pytest.mark.slow]
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    if pyproject.exists() and '"attacks:' in pyproject.read_text():   # registered by the engine's maintainers
-        marks.append(pytest.mark.attacks)
-    return marks
-
-
-pytestmark = _marks()
+pytestmark = [pytest.mark.slow, pytest.mark.attacks]
 
 
 @pytest.fixture(scope="module")

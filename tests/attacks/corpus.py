@@ -472,12 +472,19 @@ attack(name="f02_post_run_clear", family=2, module=M1,
 
 attack(name="f02_custom_exc_escape", family=2, module=M1,
        story="the functions raise a BaseException that the checks do not catch; a custom exception handler "
-             "hides the traceback, so the test cells end with no output",
+             "hides the traceback and a post_run_cell hook clears the error, so the test cells end quietly",
        cells={F: _c('''
            class _Done(BaseException):
                pass
 
-           get_ipython().set_custom_exc((_Done,), lambda shell, etype, value, tb, tb_offset=None: None)
+           _ip = get_ipython()
+           _ip.set_custom_exc((_Done,), lambda shell, etype, value, tb, tb_offset=None: None)
+
+           def _forget(result):   # the kernel's reply says "ok": nbgrader adds no error output either
+               if isinstance(result.error_in_exec, _Done):
+                   result.error_in_exec = None
+
+           _ip.events.register("post_run_cell", _forget)
 
            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
                raise _Done()
@@ -661,7 +668,7 @@ attack(name="f03_exec_bnlib_source", family=3, module=M1,
        cells={F: _c('''
            import importlib.util, pathlib
            _src = pathlib.Path(importlib.util.find_spec("bnlib").origin).parent / "batch_norm.py"
-           _NS = {"__name__": "mybn", "__package__": "bnlib"}
+           _NS = {"__name__": "__main__", "__package__": "bnlib"}
            exec(compile(_src.read_text(), "mybn.py", "exec"), _NS)
 
            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -1585,7 +1592,7 @@ attack(name="f10_fork_storm", family=10, module=M1, effects=("processes", "proof
                    except OSError:
                        break
                if len(_rt_started) >= 1000:
-                   print("RTPROOF started", len(_rt_started), "processes")
+                   print("RT" "PROOF started", len(_rt_started), "processes")
        ''', STUB_F)},
        today="")
 
@@ -1598,27 +1605,23 @@ attack(name="f10_fill_disk", family=10, module=M1, effects=("files", "proof"),
                _fd = os.open(_p, os.O_WRONLY | os.O_CREAT, 0o600)
                os.posix_fallocate(_fd, 0, 2 << 30)
                os.close(_fd)
-               print("RTPROOF allocated 2 GiB at", _p)
+               print("RT" "PROOF allocated 2 GiB at", _p)
            except OSError as _exc:
                print("could not fill the disk:", _exc)
        ''', STUB_F)},
        today="")
 
-attack(name="f10_memory_hog", family=10, module=M1, effects=("proof",),
-       story="allocates and touches 4 GiB of memory in the forward pass",
+attack(name="f10_memory_hog", family=10, module=M1, effects=("proof",), flag=None,
+       story="allocates and touches 4 GiB of memory, then returns zeros",
        cells=zeros_m01(prefix='''
            _HOARD = []
-
-           def _hog():
-               if _HOARD:
-                   return
-               try:
-                   for _ in range(16):
-                       _HOARD.append(bytearray(256 << 20))
-                   print("RTPROOF allocated", len(_HOARD) / 4, "GiB")
-               except MemoryError:
-                   pass
-       ''', forward_extra="_hog()"),
+           try:
+               for _ in range(8):
+                   _HOARD.append(bytearray(512 << 20))
+               print("RT" "PROOF allocated", len(_HOARD) / 2, "GiB")
+           except MemoryError:
+               pass
+       '''),
        today="")
 
 attack(name="f10_sigint_loop", family=10, module=M1, honest=(F, B),
@@ -1656,7 +1659,7 @@ def _leak(text):
     except Exception:
         pass
 '''
-attack(name="f11_history", family=11, module=M1, effects=("leak",),
+attack(name="f11_history", family=11, module=M1, effects=("leak",), paths=("grade",),
        story="when called by a test cell, copies In/_ih and the history manager (the hidden test cells' "
              "sources) into the test cell's output and prints them again in a later cell",
        cells={F: _c(_SAVED_OUT, '''

@@ -53,6 +53,7 @@ NB_NAME = {M1: M1, M2: M2, M3: M3}   # each assignment has one notebook named li
 
 # Honest learners, sorted so that one is graded before every attack and one after all of them.
 HONEST_FIRST, HONEST_BUG, HONEST_LAST = "f00_honest_ref", "f05z_honest_bug", "f99_honest_ref"
+HONEST_LAST_BUG = "f99_honest_bug"
 BUG_NAME = "dx_missing_mean_term"
 # Text that must never appear in an attacker's own outputs or feedback.
 LEAK_SENTINELS = ("hidden=True, seed=", "BEGIN HIDDEN TESTS", "BEGIN SOLUTION")
@@ -150,8 +151,8 @@ def outputs_text(nb_path: Path) -> str:
                 parts.append(o.get("text", ""))
             elif o.get("output_type") in ("execute_result", "display_data"):
                 parts.append(str(o.get("data", {}).get("text/plain", "")))
-            elif o.get("output_type") == "error":
-                parts.append(o.get("evalue", "") + "\n".join(o.get("traceback", [])))
+            elif o.get("output_type") == "error":   # not the traceback: it quotes the (hidden) test cell
+                parts.append(f"{o.get('ename', '')}: {o.get('evalue', '')}")
     return "\n".join(parts)
 
 
@@ -478,19 +479,19 @@ def campaign(base: Path, attacks: list[Attack] | None = None, log=print) -> Camp
         # 2. control: the honest learner with a bug, alone
         log("control: the honest learner with a bug, graded alone")
         ctrl = grade_run(c, b.single("control_bug", M1, "bug"), log=log)
-        c.control[M1] = {HONEST_BUG: {t["grade_id"]: t["points"] for t in (ctrl.report or {}).get("tests", [])}}
+        bug = {t["grade_id"]: t["points"] for t in (ctrl.report or {}).get("tests", [])}
+        if not ctrl.report or not bug:
+            c.errors.append(f"the control run (honest learner with a bug, alone) failed: {ctrl.out[-800:]}")
+        c.control[M1] = {HONEST_BUG: bug, HONEST_LAST_BUG: bug}
         for m in (M1, M2, M3):
             for s in (HONEST_FIRST, HONEST_LAST):
                 c.control.setdefault(m, {})[s] = dict(c.points[m])
         by_module = {m: [a for a in attacks if a.module == m] for m in (M1, M2, M3)}
 
-        def learners(module, extra=None):
-            out = {HONEST_FIRST: "ref"}
-            if module == M1:
-                out[HONEST_BUG] = "bug"
+        def learners(module, extra=None, honest=((HONEST_FIRST, "ref"), (HONEST_BUG, "bug"), (HONEST_LAST, "ref"))):
+            out = dict(honest)
             out.update({a.name: a for a in (by_module[module] if extra is None else extra)})
-            out[HONEST_LAST] = "ref"
-            return out
+            return dict(sorted(out.items()))
 
         # 3. the Module 01 class
         warm_templates(c)
@@ -498,17 +499,18 @@ def campaign(base: Path, attacks: list[Attack] | None = None, log=print) -> Camp
         step(c, "class01", class_run, c, b, "class01", M1, learners(M1), log=log)
         # 4. self-study: marked attacks, then the honest learners again (persistence)
         singles = [b.single(a.name, a.module, a) for a in attacks if "grade" in a.paths]
-        singles += [b.single("after_ref", M1, "ref"), b.single("after_bug", M1, "bug")]
+        singles.append(b.single("after_bug", M1, "bug"))
         log(f"self-study: bncourse grade --json, {len(singles)} notebooks, 2 at a time")
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda r: grade_run(c, r, log=log), singles))
         # 5. Modules 02 and 03
         for m, name in ((M2, "class02"), (M3, "class03")):
-            if by_module[m]:
-                step(c, name, class_run, c, b, name, m, learners(m), log=log)
+            if by_module[m]:   # one honest learner, graded after the attackers
+                step(c, name, class_run, c, b, name, m, learners(m, honest=((HONEST_LAST, "ref"),)), log=log)
         # 6. plain nbgrader in a course root
         plain = [a for a in attacks if "nbgrader" in a.paths and a.module == M1]
-        step(c, "plain01", nbgrader_run, c, b, "plain01", learners(M1, plain), log=log)  # the instructor's next command
+        step(c, "plain01", nbgrader_run, c, b, "plain01",   # also the instructor's next nbgrader command
+             learners(M1, plain, honest=((HONEST_LAST_BUG, "bug"),)), log=log)
         time.sleep(2)   # daemons that act when the commands end get their chance
         read_rows(c)
         c.after = snapshot(c)
@@ -570,8 +572,8 @@ def attack_findings(c: Campaign, a: Attack) -> list[str]:
         missing = [t for t in run_points(run) if t not in got]
         if missing:
             found.append(f"[{where}] test cells missing from its grades: {missing}")
-        gained = {t: v for t, v in got.items()
-                  if not isinstance(v, (int, float)) or v > allowed(a, t, run_points(run)) + 1e-9}
+        gained = {t: v for t, v in got.items()     # "?" (not graded) is no gain
+                  if isinstance(v, (int, float)) and v > allowed(a, t, run_points(run)) + 1e-9}
         if gained:
             total = sum(v for v in gained.values() if isinstance(v, (int, float)))
             found.append(f"[{where}] gained {total:g} points it may not have: "
@@ -626,7 +628,7 @@ def global_findings(c: Campaign) -> dict[str, list[str]]:
             if run.kind == "grade":
                 if not run.name.startswith("after_"):
                     continue
-                label = HONEST_BUG if run.name == "after_bug" else HONEST_FIRST
+                label = HONEST_BUG
             want = expected.get(run.module, {}).get(label)
             got = _cells(run, student)
             if got is None:
