@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # e.g. `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" venv`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv sandbox demo test test-fast lab release bench clean
+.PHONY: venv sandbox demo test test-fast lab instructor-lab release learner-package bench clean
 
 venv: $(VENV)/.installed sandbox
 
@@ -38,8 +38,18 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
+# A learner's Lab: the notebooks are copied once into workspace/ (yours; no command overwrites it) and
+# JupyterLab opens there without nbgrader's instructor tools.
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/bncourse start
+
+# The instructor's Lab at the course root: formgrader, create-assignment toolbar, course list.
+instructor-lab: venv
+	$(VENV)/bin/jupyter lab
+
+learner-package: venv
+	$(VENV)/bin/bncourse learner-package dist/bncourse-learner
+	tar -C dist -czf dist/bncourse-learner.tar.gz bncourse-learner
 
 release: venv
 	$(VENV)/bin/bncourse release
@@ -48,4 +58,4 @@ bench: venv
 	$(PY) -m bench.run
 
 clean:
-	rm -rf .demo gradebook.db submitted autograded feedback
+	rm -rf .demo gradebook.db submitted autograded feedback release exchange dist

@@ -115,14 +115,18 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
 
     Exits 0 whenever grading ran, whatever the score.
     """
-    a = _find_assignment(notebook, assignment)
-    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
-        sub = Path(tmp) / grading.STUDENT
-        sub.mkdir()
-        shutil.copy(notebook, sub / f"{grading.notebook_name(a)}.ipynb")
-        cfg = grading.course_config(None)
-        cfg.SandboxedExecute.sandbox = sandbox
-        res = next(grading.grade_many(a, {grading.STUDENT: sub}, jobs=1, timeout=timeout, cfg=cfg))
+    visible_only = grading.learner_edition()
+    if visible_only:
+        res = grading.grade_visible(notebook, sandbox, timeout)
+    else:
+        a = _find_assignment(notebook, assignment)
+        with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
+            sub = Path(tmp) / grading.STUDENT
+            sub.mkdir()
+            shutil.copy(notebook, sub / f"{grading.notebook_name(a)}.ipynb")
+            cfg = grading.course_config(None)
+            cfg.SandboxedExecute.sandbox = sandbox
+            res = next(grading.grade_many(a, {grading.STUDENT: sub}, jobs=1, timeout=timeout, cfg=cfg))
     tests = [dict(grade_id=g["grade_id"], points=float(g["auto_score"] or 0.0), max_points=float(g["max_score"]),
                   message=res.messages.get(g["grade_id"], ""))
              for g in res.grades if g["cell_type"] == "code"]
@@ -132,7 +136,8 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
                    message="graded by hand" if g["needs_manual_grade"] else "not answered")
               for g in res.grades if g["cell_type"] != "code"]
     out = dict(total=round(sum(t["points"] for t in tests), 4), max_total=sum(t["max_points"] for t in tests),
-               tests=tests, manual=manual, flags=res.flags, sandboxed=res.sandboxed, sandbox=res.sandbox)
+               tests=tests, manual=manual, flags=res.flags, sandboxed=res.sandboxed, sandbox=res.sandbox,
+               hidden_tests="not run here: they run when your instructor grades" if visible_only else "included")
     if not res.success:
         out["error"] = grading.summarize_error(res.error)
     if as_json:
@@ -153,6 +158,9 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
             click.echo(f"\n{t['message']}")
     for f in res.flags:
         click.echo(f"flagged for review: {f}")
+    if visible_only:
+        click.echo("\nThese are the visible tests only: this is the learner edition, without the hidden tests, "
+                   "which run when your instructor grades your submission.")
     if not res.sandboxed:
         click.echo("\nNote: graded WITHOUT a sandbox (bubblewrap is not available here), so your code ran as you. "
                    "The points are computed the same way as in a class.")
@@ -233,6 +241,131 @@ def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandb
     _report(course, assignment, results, seconds, cfg)
 
 
+# ----------------------------------------------------------------------------- a learner's workspace
+WORKSPACE = REPO / "workspace"
+# The learner's Lab: nbgrader's instructor tools (create assignment, formgrader, course list) are off;
+# assignment fetching and Validate stay.
+LEARNER_DISABLED = ["@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:formgrader",
+                    "@jupyter/nbgrader:course-list"]
+
+
+def start_workspace(ws: Path) -> list[str]:
+    """Fill ``ws`` with the released notebooks the learner does not have yet; never overwrite a learner's
+    copy. A newer release of a notebook the learner already has is put beside it as
+    ``<name>.new-release.ipynb``. Returns what was done, one line each."""
+    import hashlib
+    ws.mkdir(parents=True, exist_ok=True)
+    state_file = ws / ".release.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    done = []
+    for folder in sorted(p for p in RELEASE.iterdir() if p.is_dir()):
+        for src in sorted(folder.glob("*.ipynb")):
+            key = f"{folder.name}/{src.name}"
+            digest = hashlib.sha256(src.read_bytes()).hexdigest()
+            dest = ws / folder.name / src.name
+            dest.parent.mkdir(exist_ok=True)
+            if not dest.exists():
+                shutil.copy(src, dest)
+                done.append(f"new: {dest.relative_to(ws)}")
+            elif state.get(key) not in (None, digest):
+                side = dest.with_name(dest.stem + ".new-release.ipynb")
+                shutil.copy(src, side)
+                done.append(f"a newer release of {dest.relative_to(ws)} is beside it as {side.name} "
+                            "(your copy is untouched)")
+            state[key] = digest
+    state_file.write_text(json.dumps(state, indent=1))
+    return done
+
+
+def learner_lab_env(ws: Path) -> dict:
+    """Environment for a learner's JupyterLab: its own config folder with nbgrader's instructor tools off."""
+    conf = ws / ".jupyter"
+    (conf / "labconfig").mkdir(parents=True, exist_ok=True)
+    (conf / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {name: True for name in LEARNER_DISABLED}}, indent=1))
+    (conf / "jupyter_server_config.json").write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
+                                               "nbgrader.server_extensions.course_list": False}}}, indent=1))
+    return dict(os.environ, JUPYTER_CONFIG_DIR=str(conf))
+
+
+@main.command()
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=WORKSPACE,
+              show_default=True, help="Your own folder of notebooks (never overwritten by any command).")
+@click.option("--lab/--no-lab", default=True, help="Open JupyterLab on it (a learner's Lab, without "
+              "nbgrader's instructor tools).")
+def start(workspace, lab):
+    """Copy the course's notebooks you do not have yet into your workspace, then open JupyterLab there."""
+    ws = workspace.resolve()
+    for line in start_workspace(ws) or ["your workspace is up to date"]:
+        click.echo(line)
+    click.echo(f"Work in {ws}; self-check a notebook with: bncourse grade <notebook>")
+    if lab:
+        os.execvpe(str(Path(sys.executable).parent / "jupyter"), ["jupyter", "lab", str(ws)], learner_lab_env(ws))
+
+
+# ----------------------------------------------------------------------------- learner package
+LEARNER_README = """# Deep Dive into Batch Normalization: learner edition
+
+```bash
+make lab      # set up .venv, copy the notebooks into workspace/ (yours; never overwritten), open JupyterLab
+```
+
+Work in `workspace/`. Run each visible test cell: it prints what it checked and what is wrong. Self-check a
+whole notebook with `.venv/bin/bncourse grade workspace/01_batchnorm_numpy/01_batchnorm_numpy.ipynb`.
+This edition has the library (`bnlib/`), the checks and the notebooks; the hidden tests and model answers
+stay with your instructor and run when your submission is graded. Course pages: `course/`.
+"""
+
+LEARNER_MAKEFILE = """PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv lab
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+\ttest -x $(PY) || $(PYTHON) -m venv $(VENV)
+\t$(PY) -m pip install -q --upgrade pip
+\t$(PY) -m pip install -q $(TORCH_SPEC)
+\t$(PY) -m pip install -q -e .
+\ttouch $@
+lab: venv
+\t$(VENV)/bin/bncourse start --no-lab
+\t$(VENV)/bin/jupyter lab workspace/
+"""
+
+
+def build_learner_package(out: Path) -> Path:
+    """A copy of the course for learners of a graded class: the library, the checks, the released
+    notebooks and the course pages; no solutions/, no hidden tests, no bank of bugs, no tests."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+    shutil.copytree(REPO / "bnlib", out / "bnlib", ignore=skip)
+    shutil.copytree(REPO / "autograder", out / "autograder",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "bank", "samples"))
+    shutil.copytree(RELEASE, out / "notebooks", ignore=skip)
+    shutil.copytree(REPO / "course", out / "course", ignore=skip)
+    shutil.copy(REPO / "pyproject.toml", out / "pyproject.toml")
+    (out / "README.md").write_text(LEARNER_README)
+    (out / "Makefile").write_text(LEARNER_MAKEFILE)
+    (out / ".gitignore").write_text(".venv/\nworkspace/\n__pycache__/\n")
+    return out
+
+
+@main.command("learner-package")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def learner_package(out):
+    """Write the learner edition of the course to OUT (no solutions/, hidden tests or bank)."""
+    if grading.learner_edition():
+        raise click.UsageError("this is already the learner edition")
+    path = build_learner_package(out.resolve())
+    click.echo(f"learner edition written to {path} (bnlib, checks, notebooks, course pages; no solutions, "
+               "hidden tests or bank)")
+
+
 # ----------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--course-dir", type=click.Path(file_okay=False, path_type=Path), default=REPO / ".demo",
@@ -241,6 +374,9 @@ def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandb
 @click.option("--timeout", default=20, show_default=True, help="Seconds one cell may run.")
 def demo(course_dir, jobs, timeout):
     """Release the assignments, autograde the bundled sample class, print the gradebook."""
+    if grading.learner_edition():
+        raise click.UsageError("the demo grades a sample class with the hidden tests: it needs the full course "
+                               "repository, not the learner edition")
     import nbformat
 
     from .samples import build

@@ -413,3 +413,69 @@ def gradebook_rows(course: Path, assignment: str, cfg=None) -> tuple[list[str], 
 
 __all__ = ["Result", "assignments", "course_config", "ensure_assignment", "generate", "grade_many",
            "gradebook_rows", "merge", "notebook_name", "summarize_error", "template_db", "asdict"]
+
+
+# ----------------------------------------------------------------------------- learner edition
+def learner_edition() -> bool:
+    """True in the learner package (no solutions/, no bank): hidden tests exist only at the instructor's."""
+    return not SOLUTIONS.is_dir()
+
+
+def assignment_of(nb) -> str | None:
+    """The assignment a notebook belongs to, from the check module its test cells call."""
+    from . import course
+    from .trusted.runner import NotACheck, parse_test_cell
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            try:
+                module = parse_test_cell(cell.source).module
+            except NotACheck:
+                continue
+            found = next((m.assignment for m in course.MODULES if m.checks == module), None)
+            if found:
+                return found
+    return None
+
+
+def grade_visible(path: Path, sandbox: str = "auto", timeout: int = 60) -> Result:
+    """Self-check of the visible test cells of one notebook, in the sandbox, without nbgrader's gradebook
+    (the learner edition has no hidden tests: those run when the instructor grades)."""
+    from nbgrader.utils import determine_grade
+    from traitlets.config import Config
+
+    from .trusted.preprocessor import SandboxedExecute
+    started = time.perf_counter()
+    res = Result(student=STUDENT, success=False)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # noqa: BLE001 - an unreadable notebook is a result, not a crash
+        res.error = f"the notebook cannot be read: {type(exc).__name__}: {exc}"
+        return res
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    cfg = Config()
+    cfg.SandboxedExecute.sandbox = sandbox
+    cfg.SandboxedExecute.timeout = int(timeout)
+    pp = SandboxedExecute(config=cfg)
+    with tempfile.TemporaryDirectory(prefix="bncourse-self-") as tmp:
+        resources = {"metadata": {"path": tmp}, "nbgrader": {"assignment": assignment_of(nb) or "",
+                                                             "notebook": path.stem}}
+        try:
+            nb, _ = pp.preprocess(nb, resources)
+        except Exception as exc:  # noqa: BLE001
+            res.error = f"{type(exc).__name__}: {exc}"
+            return res
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") in pp._tests and cell.cell_type == "code":
+            score, top = determine_grade(cell)
+            res.grades.append(dict(notebook=path.stem, grade_id=meta["grade_id"], cell_type="code",
+                                   auto_score=score, max_score=top, needs_manual_grade=False))
+    res.messages = _cell_messages(nb)
+    meta = nb.metadata.get("bncourse", {})
+    res.sandbox, res.sandboxed = str(meta.get("sandbox", "")), bool(meta.get("sandboxed"))
+    res.events, res.flags = list(meta.get("events", [])), list(meta.get("events", []))
+    res.success, res.seconds = True, time.perf_counter() - started
+    return res
