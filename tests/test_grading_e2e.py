@@ -119,8 +119,15 @@ def test_awkward_learners_all_get_a_grade(course):
     assert 0 < auto_total(table["ben"]) < AUTO_MAX                 # partial credit
     assert table["cai"]["total"] == 0.0                            # syntax error: graded, not crashed
     assert "flagged" in table["gus"]["status"]                     # tampering is flagged for a human
-    assert table["hal"]["total"] == 0.0 and "flagged" in table["hal"]["status"]
-    assert "hal: could not be graded" in out
+    assert table["gus"]["test_batchnorm_backward"] == 0.0          # ... and gains nothing
+    # hal kills its kernel in the last solution cell: what was graded before keeps its points, the rest
+    # scores 0, and the submission is flagged with the reason; no gradebook was reached
+    assert table["hal"]["test_batchnorm_backward_alt"] == 0.0 and table["hal"]["test_batchnorm_forward"] == 3.0
+    assert "flagged" in table["hal"]["status"]
+    assert "hal: flagged: the kernel died" in out
+    assert "flagged" in table["dee"]["status"] and "dee: flagged: learner code was stopped" in out
+    for honest in ("ada", "ben", "cai", "eli", "fay", "reference", "blank"):
+        assert "flagged" not in table[honest]["status"], honest
 
 
 def test_feedback_with_standard_nbgrader(course):
