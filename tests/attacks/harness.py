@@ -261,6 +261,29 @@ def allowed(attack: Attack | None, test_cell: str, points: dict) -> float:
 
 
 # ----------------------------------------------------------------------------- submissions
+def edit_cells(nb, edits: dict):
+    """Apply an attack's structural edits (by grade_id) to a notebook."""
+    cells = []
+    for cell in nb.cells:
+        change = edits.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
+        if not change:
+            cells.append(cell)
+            continue
+        if change.get("delete"):
+            continue
+        if "source" in change:
+            cell.source = change["source"]
+        if "nbgrader" in change:
+            cell.metadata.setdefault("nbgrader", {}).update(change["nbgrader"])
+        if change.get("cell_type") == "markdown" and cell.cell_type == "code":
+            cell = nbformat.v4.new_markdown_cell(cell.source, metadata=cell.metadata)
+        if "outputs" in change and cell.cell_type == "code":
+            cell.outputs = [nbformat.from_dict(o) for o in change["outputs"]]
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
 class Builder:
     def __init__(self, c: Campaign):
         from autograder.bank import apply_bug, solution_sources
@@ -285,7 +308,10 @@ class Builder:
             sources = {gid: self.ref[module][gid] for gid in learner.honest}
             sources.update(learner.cells)
             sample = Sample(learner.name, "", sources=sources)
-        return build(self.released[module], sample)
+        nb = build(self.released[module], sample)
+        if isinstance(learner, Attack) and learner.edits:
+            nb = edit_cells(nb, learner.edits)
+        return nb
 
     def course(self, name: str, kind: str, module: str, learners: dict) -> Run:
         """A course root with submitted/<student>/<module>/<nb>.ipynb for each learner."""
@@ -297,6 +323,11 @@ class Builder:
             dest.mkdir(parents=True)
             path = dest / f"{NB_NAME[module]}.ipynb"
             nbformat.write(self.notebook(module, learner), path)
+            for name, spec in (learner.files.items() if isinstance(learner, Attack) else ()):
+                if isinstance(spec, tuple) and spec[0] == "symlink":
+                    (dest / name).symlink_to(spec[1])
+                else:
+                    (dest / name).write_text(spec)
             run.learners[student] = learner if isinstance(learner, Attack) else None
             run.digests[student] = sha(path)
         text = copy_python(self.c, "from pathlib import Path; from autograder.config import config_file_text; "
