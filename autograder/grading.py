@@ -324,12 +324,13 @@ def warm_up(assignment: str) -> None:
 
 def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, timeout: int | None = None,
                wall_limit: float = 900.0, progress=None, keep: Path | None = None, course: Path | None = None,
-               cfg=None):
+               cfg=None, prestart: bool = True):
     """Grade each submission folder (student -> folder with the notebook), ``jobs`` at once, each in its
     own process and throwaway course, with the course's configuration.
 
     Yields :class:`Result` objects as they finish (the autograded notebook is moved into
     ``keep/<student>/<assignment>/`` when ``keep`` is given). Never raises for a submission's fault.
+    With ``prestart``, sandboxed kernels are started ahead (:mod:`.trusted.pool`), one per submission.
     """
     from .trusted.runner import course_secret
     cfg = cfg if cfg is not None else course_config(course)
@@ -344,7 +345,11 @@ def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, tim
         except Exception:  # noqa: BLE001 - a course without a gradebook yet has no due date
             duedate = None
     base = Path(tempfile.mkdtemp(prefix="bncourse-"))
+    from .trusted import pool as pools
+    pool = pools.for_course(cfg, assignment, max(1, jobs)) if prestart and len(submissions) > 1 else None
     try:
+        if pool is not None:
+            pool.fill(len(submissions))
         template = template_db(assignment, cfg)
         ctx = mp.get_context("fork")
         pending = list(submissions.items())
@@ -365,12 +370,17 @@ def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, tim
                 _prepare(workdir, template, assignment, Path(folder), student)
                 child_cfg = _throwaway(cfg, workdir, timeout=timeout)
                 child_cfg.SandboxedExecute.secret_file = secret_file
+                kernel = pool.take() if pool is not None else None
+                if kernel is not None:
+                    child_cfg.SandboxedExecute.pooled_kernel = str(kernel.info_file)
                 proc = ctx.Process(target=_grade_child, args=(str(workdir), assignment, student, child_cfg, duedate))
                 proc.start()
-                running[student] = (proc, workdir, time.perf_counter(), sorted(set(flags)))
+                running[student] = (proc, workdir, time.perf_counter(), sorted(set(flags)), kernel)
+                if pool is not None:
+                    pool.fill(len(pending))
             time.sleep(0.02)
             for student in list(running):
-                proc, workdir, started, flags = running[student]
+                proc, workdir, started, flags, kernel = running[student]
                 overdue = time.perf_counter() - started > wall_limit
                 if proc.is_alive() and not overdue:
                     continue
@@ -380,6 +390,8 @@ def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, tim
                     except ProcessLookupError:
                         pass
                 proc.join()
+                if pool is not None:
+                    pool.release(kernel)
                 del running[student]
                 res = _finish(workdir, assignment, student, not overdue, started, flags)
                 if keep is not None and res.autograded:
@@ -393,6 +405,8 @@ def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, tim
                     progress(res)
                 yield res
     finally:
+        if pool is not None:
+            pool.close()
         shutil.rmtree(base, ignore_errors=True)
         if course is None:
             shutil.rmtree(secret_dir, ignore_errors=True)

@@ -108,6 +108,10 @@ def _handle(req: dict) -> dict:
     if op == "release":
         _objects.clear()
         return {"result": None}
+    if op == "files":   # the submission's other files, for a kernel started before they were known
+        import shutil
+        shutil.copytree(req["path"], os.getcwd(), symlinks=False, dirs_exist_ok=True)
+        return {"result": None}
     if op == "describe":
         try:
             obj = _target(req["target"])

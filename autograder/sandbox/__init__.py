@@ -57,7 +57,7 @@ class Launch:
     uid: int | None = None          # the identity the kernel runs as, when it differs from ours
     description: str = ""
     sandboxed: bool = True
-    cleanup: list[Path] = field(default_factory=list)
+    files_path: str | None = None   # the submission's other files, as the kernel sees them
 
 
 def _site_packages() -> list[str]:
@@ -124,7 +124,7 @@ class Unsandboxed(Sandbox):
         target = rundir / "agent" / "kernel_agent"
         if not target.exists():
             target.symlink_to(AGENT_DIR, target_is_directory=True)
-        return Launch(argv=argv, env=env, sandboxed=False,
+        return Launch(argv=argv, env=env, sandboxed=False, files_path=str(files) if files else None,
                       description="UNSANDBOXED: no bubblewrap here, learner code runs as you (scores are "
                                   "still computed outside its kernel)")
 
@@ -203,6 +203,7 @@ class Bubblewrap(Sandbox):
             args += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                      "--bounding-set=-all", "--no-new-privs", "--"]
         return Launch(argv=args + argv, env={}, uid=uid if root else None,
+                      files_path=f"{self.MOUNT}/files" if files else None,
                       description=f"sandboxed (bubblewrap, uid {uid}, no network)")
 
 

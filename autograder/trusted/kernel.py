@@ -28,6 +28,17 @@ from ..kernel_agent import protocol
 GRACE = 5.0   # seconds an interrupted kernel has to answer before it is given up
 
 
+def kernel_launch(sandbox, policy, limits, run_dir: Path, files: Path | None, connection_file: str,
+                  extra_arguments=None) -> "sandboxes.Launch":
+    """The sandboxed command of a grading kernel (and hand its folder to the kernel's uid)."""
+    argv = [sys.executable, "-m", "kernel_agent.launch", "-f", connection_file] + list(extra_arguments or [])
+    launch = sandbox.wrap(argv, run_dir, files, policy, limits)
+    if launch.uid is not None:
+        for p in (run_dir, Path(connection_file)):
+            os.chown(p, launch.uid, launch.uid)
+    return launch
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager whose kernels run ``kernel_agent.launch`` inside a sandbox."""
 
@@ -47,11 +58,8 @@ class SandboxKernelManager(AsyncKernelManager):
         self.launch: sandboxes.Launch | None = None
 
     def format_kernel_cmd(self, extra_arguments=None):
-        argv = [sys.executable, "-m", "kernel_agent.launch", "-f", self.connection_file] + list(extra_arguments or [])
-        self.launch = self.sandbox.wrap(argv, self.run_dir, self.files, self.policy, self.limits)
-        if self.launch.uid is not None:
-            for p in (self.run_dir, Path(self.connection_file)):
-                os.chown(p, self.launch.uid, self.launch.uid)
+        self.launch = kernel_launch(self.sandbox, self.policy, self.limits, self.run_dir, self.files,
+                                    self.connection_file, extra_arguments)
         return self.launch.argv
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
@@ -78,6 +86,10 @@ class SandboxKernelManager(AsyncKernelManager):
             self.session.send(self._control_socket, msg)
 
     interrupt_kernel = _async_interrupt_kernel   # the base class binds the name to its own method
+
+    def prepare_files(self, files: Path | None) -> None:
+        """Put the submission's other files where the kernel will find them (a started kernel)."""
+        self.files = files
 
     def lock(self) -> None:
         """Once the kernel has made its sockets, take the folder back: the kernel can no longer write in
@@ -124,7 +136,7 @@ class RemoteKernel:
         kc = self.client.kc
         self.requests += 1
         code = f"__import__('kernel_agent.agent').agent.serve({json.dumps(req, separators=(',', ':'))!r})"
-        msg_id = kc.execute(code, silent=False, store_history=False, allow_stdin=False, stop_on_error=False)
+        msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False, stop_on_error=False)
         payload, interrupted = None, False
         end = time.monotonic() + timeout
         while True:
@@ -176,3 +188,66 @@ class RemoteKernel:
                 return
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
                 return
+
+
+class AdoptedKernelManager(SandboxKernelManager):
+    """A grading kernel started ahead of time by the parent's :class:`~.pool.KernelPool`, used once.
+
+    It is adopted rather than started (``has_kernel`` is true from the start), is alive while its process
+    is, and is killed, not shut down politely, when grading ends; the pool reaps it.
+    """
+
+    def adopt(self, info: dict) -> None:
+        shutil.rmtree(self.workspace, ignore_errors=True)
+        self.workspace = Path(info["workspace"])
+        self.run_dir = self.workspace / "run"
+        self.files_dir = Path(info["files"])
+        self.load_connection_file(info["connection_file"])
+        self._pid = int(info["pid"])
+        self._adopted = True
+        self.log_path = self.workspace / "kernel.log"
+        self.launch = sandboxes.Launch(argv=[], env={}, uid=info.get("uid"), description=info["description"],
+                                       sandboxed=bool(info["sandboxed"]), files_path=info.get("files_path"))
+
+    @property
+    def has_kernel(self) -> bool:
+        return bool(getattr(self, "_adopted", False)) and self._alive()
+
+    def _alive(self) -> bool:
+        try:
+            stat = Path(f"/proc/{self._pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+    async def _async_is_alive(self) -> bool:
+        return self._alive()
+
+    is_alive = _async_is_alive
+
+    async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        import signal
+        if getattr(self, "_adopted", False):
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._adopted = False
+        self._close_control_socket()
+
+    shutdown_kernel = _async_shutdown_kernel
+
+    def prepare_files(self, files: Path | None) -> None:
+        """Copy the submission's other files into the folder the adopted kernel has mounted."""
+        if files is None:
+            return
+        for src in sorted(files.rglob("*")):
+            dest = self.files_dir / src.relative_to(files)
+            if src.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+            elif src.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, dest)
+
+    def remove_workspace(self) -> None:
+        pass   # the pool that started the kernel removes its folder

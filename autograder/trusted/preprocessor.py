@@ -21,6 +21,7 @@ What happened (sandbox used, kernel deaths, timeouts) is recorded in the noteboo
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -35,9 +36,18 @@ from traitlets import Float, Integer, Unicode
 from .. import course
 from .. import sandbox as sandboxes
 from ..checks.learner import KernelGone
-from .kernel import RemoteKernel, SandboxKernelManager
+from .kernel import AdoptedKernelManager, RemoteKernel, SandboxKernelManager
 from .remote import Remote, release
 from .runner import NotACheck, course_secret, parse_test_cell, run_check
+
+
+LIMIT_TRAITS = {"memory": "memory_limit", "processes": "process_limit", "file_size": "file_size_limit",
+                "cpu_seconds": "cpu_limit", "tmp_size": "tmp_size_limit"}
+
+
+def limits_of(section) -> "sandboxes.Limits":
+    """The sandbox limits a ``SandboxedExecute`` config section sets (defaults for the rest)."""
+    return sandboxes.Limits(**{k: int(section[t]) for k, t in LIMIT_TRAITS.items() if t in section})
 
 
 def _stream(text: str):
@@ -58,6 +68,8 @@ class SandboxedExecute(Execute):
     secret_file = Unicode("", help="File with the secret that salts hidden seeds (default: "
                                    "<course>/.bncourse/secret).").tag(config=True)
     course_root = Unicode("", help="The course folder (for the default secret).").tag(config=True)
+    pooled_kernel = Unicode("", help="A kernel started ahead by bncourse's pool (its kernel.json), used for "
+                                     "this notebook only.").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -67,12 +79,16 @@ class SandboxedExecute(Execute):
     def create_kernel_manager(self):
         import zmq
         import zmq.asyncio
-        km = SandboxKernelManager(kernel_name=self.kernel_name or "python3", config=self.config)
+        if self.pooled_kernel:
+            km = AdoptedKernelManager(kernel_name=self.kernel_name or "python3", config=self.config)
+            km.adopt(json.loads(Path(self.pooled_kernel).read_text()))
+        else:
+            km = SandboxKernelManager(kernel_name=self.kernel_name or "python3", config=self.config)
         km.sandbox = self._sandbox
         km.policy = course.policy(self._assignment or "")
         km.limits = sandboxes.Limits(memory=self.memory_limit, processes=self.process_limit,
-                                   file_size=self.file_size_limit, cpu_seconds=self.cpu_limit,
-                                   tmp_size=self.tmp_size_limit)
+                                     file_size=self.file_size_limit, cpu_seconds=self.cpu_limit,
+                                     tmp_size=self.tmp_size_limit)
         km.files = self._files
         # A private ZMQ context whose sockets drop messages larger than the protocol allows.
         km.context = zmq.asyncio.Context()
@@ -143,7 +159,7 @@ class SandboxedExecute(Execute):
         self._tests = self._trusted_tests(resources)
         root = self.course_root or None
         self._secret = Path(self.secret_file).read_bytes() if self.secret_file else course_secret(root)
-        self._sandbox = sandboxes.get(self.sandbox)
+        self._sandbox = sandboxes.get(self.sandbox) if not self.pooled_kernel else None
         self._files = self._prepare_files(resources)
         self._gone: str | None = None
         self._events: list[str] = []
@@ -159,6 +175,9 @@ class SandboxedExecute(Execute):
                 self.nb.metadata["language_info"] = reply["content"]["language_info"]
                 self.km.lock()
                 self._launch = self.km.launch
+                if isinstance(self.km, AdoptedKernelManager) and self._files is not None:
+                    self.km.prepare_files(self._files)
+                    self._remote.request({"op": "files", "path": self._launch.files_path})
                 for index, cell in enumerate(self.nb.cells):
                     self.preprocess_cell(cell, resources, index)
         finally:
