@@ -221,6 +221,10 @@ def _report(course: Path, assignment: str, results, seconds: float, cfg=None) ->
         click.echo("\nLearner code ran " + boxes[0].split(" (")[0] + " (bubblewrap: own uid, no network, no course files).")
     n = len(results)
     click.echo(f"{n} submission(s) graded in {seconds:.1f} s ({seconds / max(n, 1):.1f} s per submission).")
+    overhead = sorted(r.seconds - r.cells_seconds for r in results if r.cells_seconds is not None)
+    if overhead:
+        click.echo(f"Fixed overhead per submission (grading process minus cells and checks): median "
+                   f"{overhead[len(overhead) // 2]:.2f} s, max {overhead[-1]:.2f} s.")
 
 
 @main.command()

@@ -194,6 +194,7 @@ class Result:
     sandbox: str = ""
     sandboxed: bool = False
     seconds: float = 0.0
+    cells_seconds: float | None = None                  # of which running the notebook's cells and checks
     timestamp: datetime | None = None
     late_penalties: dict = field(default_factory=dict)  # notebook -> points deducted
     autograded: str = ""                                # path of the autograded notebook
@@ -299,6 +300,8 @@ def _finish(workdir: Path, assignment: str, student: str, proc_ok: bool, started
         meta = nb.metadata.get("bncourse", {})
         res.events = [str(e) for e in meta.get("events", [])]
         res.sandbox, res.sandboxed = str(meta.get("sandbox", "")), bool(meta.get("sandboxed"))
+        if _number(meta.get("cells_seconds")):
+            res.cells_seconds = float(meta["cells_seconds"])
         res.flags = sorted(set(res.flags) | {str(f) for f in meta.get("flags", [])})
         res.autograded = str(nbs[0])
     if not res.success and not res.error:

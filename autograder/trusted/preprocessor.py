@@ -164,6 +164,7 @@ class SandboxedExecute(Execute):
         self._gone: str | None = None
         self._events: list[str] = []
         self._count = 0
+        self._cells_seconds = 0.0
         self._remote = RemoteKernel(self, call_timeout=self.call_timeout)
         self._launch = None
         started = time.monotonic()
@@ -189,11 +190,19 @@ class SandboxedExecute(Execute):
         launch = self._launch
         self.nb.metadata["bncourse"] = {"sandbox": launch.description if launch else "",
                                         "sandboxed": bool(launch and launch.sandboxed),
-                                        "events": self._events, "seconds": round(time.monotonic() - started, 2)}
+                                        "events": self._events, "seconds": round(time.monotonic() - started, 3),
+                                        "cells_seconds": round(self._cells_seconds, 3)}
         return self.nb, self.resources
 
     # ----------------------------------------------------------------------------- cells
     def preprocess_cell(self, cell, resources, index):
+        started = time.monotonic()
+        try:
+            return self._preprocess_cell(cell, resources, index)
+        finally:
+            self._cells_seconds += time.monotonic() - started
+
+    def _preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code":
             return cell, self.resources
         meta = cell.metadata.get("nbgrader", {})
