@@ -141,6 +141,17 @@ def _handle(req: dict) -> dict:
     raise ValueError(f"unknown op {op!r}")
 
 
+def serve_parent() -> None:
+    """Handle the request carried in the metadata of the execute_request being run (``bncourse``): the
+    payload never goes through IPython's cell parsing, which is slow for long strings."""
+    try:
+        from IPython import get_ipython
+        request = get_ipython().kernel.get_parent("shell")["metadata"]["bncourse"]
+    except Exception as exc:  # noqa: BLE001
+        request = json.dumps({"op": "none", "why": str(exc)})
+    serve(request)
+
+
 def serve(request: str) -> None:
     """Handle one request from the grader and publish the response (never raises)."""
     try:

@@ -135,8 +135,13 @@ class RemoteKernel:
     async def _request(self, req: dict, timeout: float) -> dict:
         kc = self.client.kc
         self.requests += 1
-        code = f"__import__('kernel_agent.agent').agent.serve({json.dumps(req, separators=(',', ':'))!r})"
-        msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False, stop_on_error=False)
+        # the request rides in the message's metadata; the code only tells the agent to read it
+        content = {"code": "__import__('kernel_agent.agent').agent.serve_parent()", "silent": True,
+                   "store_history": False, "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+        msg = kc.session.msg("execute_request", content,
+                             metadata={"bncourse": json.dumps(req, separators=(",", ":"))})
+        kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
         payload, interrupted = None, False
         end = time.monotonic() + timeout
         while True:
@@ -161,7 +166,6 @@ class RemoteKernel:
                 payload = content["data"][protocol.MIME]
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
-        await self._drain_reply(msg_id)
         if payload is None:
             if interrupted:
                 return {"error": {"type": "Interrupted", "message": "stopped after its time limit", "where": "",
