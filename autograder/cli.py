@@ -245,6 +245,24 @@ def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandb
     _report(course, assignment, results, seconds, cfg)
 
 
+# ----------------------------------------------------------------------------- class report
+@main.command()
+@click.argument("assignment")
+@click.option("--course-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Course directory holding nbgrader_config.py and the gradebook.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page (default: COURSE_DIR/reports/ASSIGNMENT.html).")
+def report(assignment, course_dir, out):
+    """Write one self-contained HTML page about ASSIGNMENT's graded class: score distribution, pass rate per
+    test cell, the most frequent mistakes, flagged and late submissions."""
+    from . import report as reports
+    course = course_dir.resolve()
+    out = (out or course / "reports" / f"{assignment}.html").resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = reports.write(course, assignment, out)
+    click.echo(f"{len(data['students'])} learners; report written to {out}")
+
+
 # ----------------------------------------------------------------------------- a learner's workspace
 WORKSPACE = REPO / "workspace"
 # The learner's Lab: nbgrader's instructor tools (create assignment, formgrader, course list) are off;

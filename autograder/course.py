@@ -10,8 +10,10 @@ from .sandbox import Policy
 
 BASE_DENY = ("bnlib", "autograder", "nbgrader")
 TORCH = ("torch", "functorch", "torchgen")
-# imported when a kernel starts (ahead of time when bncourse pre-starts kernels): what setup cells need
-NOTEBOOK_IMPORTS = ("numpy", "matplotlib", "matplotlib.pyplot")
+# imported when a kernel starts (ahead of time when bncourse pre-starts kernels): what setup cells need;
+# pyplot is only drawn with by experiments, which grading skips: it loads on first use
+NOTEBOOK_IMPORTS = ("numpy", "matplotlib")
+LAZY = ("matplotlib.pyplot",)
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,12 @@ class Module:
 
 MODULES = (
     Module("01_batchnorm_numpy", "BatchNorm from scratch (NumPy)", "autograder.checks.m01", "autograder.bank.m01", 20,
-           Policy(deny=BASE_DENY + TORCH, preload=NOTEBOOK_IMPORTS)),
+           Policy(deny=BASE_DENY + TORCH, preload=NOTEBOOK_IMPORTS, lazy=LAZY)),
     Module("02_batchnorm_pytorch", "BatchNorm in PyTorch and on the GPU", "autograder.checks.m02",
-           "autograder.bank.m02", 10, Policy(deny=BASE_DENY, torch_normalization=False, preload=NOTEBOOK_IMPORTS + ("torch",))),
+           "autograder.bank.m02", 10, Policy(deny=BASE_DENY, torch_normalization=False,
+                                                  preload=NOTEBOOK_IMPORTS + ("torch",), lazy=LAZY)),
     Module("03_normalization_family", "The normalization family and its pitfalls", "autograder.checks.m03",
-           "autograder.bank.m03", 15, Policy(deny=BASE_DENY + TORCH, preload=NOTEBOOK_IMPORTS)),
+           "autograder.bank.m03", 15, Policy(deny=BASE_DENY + TORCH, preload=NOTEBOOK_IMPORTS, lazy=LAZY)),
 )
 
 

@@ -108,6 +108,11 @@ def test_exchange_flow_with_three_learners(tmp_path):
     sh("nbgrader", "generate_feedback", A, cwd=root)
     html = (root / "feedback" / "bob" / A / f"{NB}.html").read_text()
     assert "running_var must be updated with the unbiased" in html
+    sh("bncourse", "report", A, "--course-dir", str(root), cwd=root)
+    page = (root / "reports" / f"{A}.html").read_text()
+    assert "data:image/png;base64," in page and "Pass rate per test cell" in page
+    assert "running_var must be updated with the unbiased" in page          # bob's mistake, by name
+    assert "cat" in page and "os._exit" in page                             # flagged, with the reason
     sh("nbgrader", "export", cwd=root)
     with open(root / "grades.csv") as f:
         exported = {r["student_id"]: r for r in csv.DictReader(f)}

@@ -7,7 +7,8 @@ Runs as the first code of the kernel process, before any learner code, and reads
   hard limits the learner's code cannot raise;
 * ``deny``: top-level packages that must not import (e.g. ``torch`` in a NumPy assignment, ``bnlib``);
 * ``torch_normalization``: false to disable torch's normalization layers (:mod:`.torch_policy`);
-* ``preload``: modules imported before the learner's code (so the policy applies to them);
+* ``preload``: modules imported before the learner's code (so the policy applies to them); ``lazy``:
+  modules whose import is deferred to their first use;
 * ``files`` / ``workdir``: a read-only folder of the submission's other files, copied to a private
   working folder which becomes the current directory; ``mplcache``: a matplotlib font cache to reuse.
 
@@ -50,6 +51,19 @@ def _limits(limits: dict) -> None:
             value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
             resource.setrlimit(which, (value, value))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _lazy(name: str) -> None:
+    """Make ``import name`` cheap: the module is loaded on first use of one of its attributes (the setup
+    cells import matplotlib.pyplot, which grading never draws with)."""
+    import importlib.util
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 
 def _audit_hook(protected: list[str]):
@@ -96,6 +110,8 @@ def prepare(settings: dict) -> list[str]:
         os.chdir(workdir)
     for name in settings.get("preload", []):
         __import__(name)
+    for name in settings.get("lazy", []):
+        _lazy(name)
     protected: list[str] = []
     if settings.get("torch_normalization") is False and "torch" not in deny:
         from . import torch_policy

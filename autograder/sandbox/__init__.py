@@ -30,11 +30,12 @@ AGENT_DIR = Path(__file__).resolve().parents[1] / "kernel_agent"
 class Policy:
     """What a grading kernel may use. ``deny``: top-level packages that must not import;
     ``torch_normalization``: whether torch's normalization layers work; ``preload``: modules imported
-    before learner code (so that the policy applies to them)."""
+    before learner code (so that the policy applies to them); ``lazy``: modules imported on first use."""
 
     deny: tuple[str, ...] = ("bnlib", "autograder", "nbgrader")
     torch_normalization: bool = True
     preload: tuple[str, ...] = ()
+    lazy: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _kernel_settings(policy: Policy, limits: Limits, workdir: str, files: str | 
     return json.dumps({"limits": {"memory": limits.memory, "processes": limits.processes,
                                   "file_size": limits.file_size, "cpu_seconds": limits.cpu_seconds},
                        "deny": list(policy.deny), "torch_normalization": policy.torch_normalization,
-                       "preload": list(policy.preload), "files": files, "workdir": workdir,
+                       "preload": list(policy.preload), "lazy": list(policy.lazy), "files": files, "workdir": workdir,
                        "mplcache": mplcache})
 
 
