@@ -104,7 +104,9 @@ class Backend(Protocol):
     def same_place(self, a, b) -> bool: ...
     def place(self, a) -> str: ...
     def computing(self): ...              # the context bnlib's maths runs in (see the implementations)
-    def channels_view(self, x): ...       # (N, C, *spatial) -> (N, C, L) view (no copy when possible)
+    def channels_view(self, x, channels_last=None): ...  # (N, C, *spatial) -> (samples, C, positions), see torch's
+    def from_channels(self, a3, shape, channels_last=False): ...  # channels_view's inverse, to x's shape
+    def ncl_view(self, x): ...                   # (N, C, *spatial) -> (N, C, L), always
     def sum(self, a, axes, dtype=None): ...
 
     def channel_sum(self, a):
@@ -404,8 +406,15 @@ class NumpyBackend:
         return np.errstate(all="ignore")
 
     @staticmethod
-    def channels_view(x):
+    def ncl_view(x):
         return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], _positions(x.shape))
+
+    def channels_view(self, x, channels_last=None):
+        return self.ncl_view(x)
+
+    @staticmethod
+    def from_channels(a3, shape, channels_last=False):
+        return a3.reshape(shape)
 
     @staticmethod
     def channels_last(x) -> bool:
@@ -563,14 +572,28 @@ class TorchBackend:
         # bnlib computes gradients by hand: record no autograd graph
         return self.torch.no_grad()
 
-    def channels_view(self, x):
-        # flatten(2) is a view for contiguous and channels_last tensors alike, so the layout is kept
+    def ncl_view(self, x):
+        # a view for contiguous and channels_last tensors alike, so the layout is kept
         if x.ndim == 2:
             return x.unsqueeze(2)
         try:
             return x.view(x.shape[0], x.shape[1], _positions(x.shape))
         except RuntimeError:          # a layout that no view can flatten: copy
             return x.reshape(x.shape[0], x.shape[1], _positions(x.shape))
+
+    def channels_view(self, x, channels_last=None):
+        """(N, C, L) for contiguous x; for channels_last(_3d) x (or ``channels_last=True``, to view dy as x
+        was) the (N * L, C, 1) view of its (N, *spatial, C) memory: every position is a sample of its
+        channel and per-channel sums run down contiguous columns, which torch's reductions (eager and
+        compiled) do much faster."""
+        if self.channels_last(x) if channels_last is None else channels_last:
+            return x.movedim(1, -1).reshape(-1, x.shape[1], 1)
+        return self.ncl_view(x)
+
+    def from_channels(self, a3, shape, channels_last=False):
+        if not channels_last:
+            return a3.reshape(shape)
+        return a3.view((shape[0],) + tuple(shape[2:]) + (shape[1],)).movedim(-1, 1)   # channels_last again
 
     def channels_last(self, x) -> bool:
         t = self.torch

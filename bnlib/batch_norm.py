@@ -189,13 +189,15 @@ def update_running(be, running_mean, running_var, mean, var, m, momentum):
 
 def forward(be, x, weight, bias, running_mean, running_var, training, momentum, eps, nonfinite, kind="batch_norm"):
     """batch_norm_forward on validated arguments."""
-    x3 = be.channels_view(x)
+    cl = be.channels_last(x)
+    x3 = be.channels_view(x, cl)
     m = x3.shape[0] * x3.shape[2]
     pdt = param_dtype(x, weight, bias)
     with be.computing():
         if x3.shape[0] * x3.shape[1] * x3.shape[2] == 0:       # empty batch: empty output, statistics kept
             y = be.copy(x)
-            return y, Saved(kind, x3, None, None, weight, bias is not None, training, tuple(x.shape), x.dtype, pdt)
+            return y, Saved(kind, x3, None, None, weight, bias is not None, training, tuple(x.shape), x.dtype, pdt,
+                            {"channels_last": cl})
         if training:
             y3, mean, var, invstd = be.run(train_forward, x3, _col(weight), _col(bias), eps)
             if nonfinite == "raise":
@@ -207,8 +209,9 @@ def forward(be, x, weight, bias, running_mean, running_var, training, momentum, 
             acc = be.acc_dtype(x)
             mean = be.astype(_col(running_mean), acc)
             y3, invstd = be.run(eval_forward, x3, mean, be.astype(_col(running_var), acc), _col(weight), _col(bias), eps)
-    y = y3.reshape(x.shape)
-    return y, Saved(kind, x3, mean, invstd, weight, bias is not None, training, tuple(x.shape), x.dtype, pdt)
+    y = be.from_channels(y3, x.shape, cl)
+    return y, Saved(kind, x3, mean, invstd, weight, bias is not None, training, tuple(x.shape), x.dtype, pdt,
+                    {"channels_last": cl})
 
 
 def batch_norm_backward(dy, saved):
@@ -249,10 +252,10 @@ def backward_saved(be, dy, saved):
         zeros = lambda given: be.zeros((c,), saved.param_dtype, dy) if given else None  # noqa: E731
         return Grads(be.copy(dy), zeros(saved.weight is not None),
                      zeros(saved.bias_given))
-    dy3 = be.channels_view(dy)
+    dy3 = be.channels_view(dy, saved.extra.get("channels_last"))
     dx3, dweight, dbias = be.run(backward, dy3, saved.x, saved.mean, saved.invstd, _col(saved.weight),
                                  saved.training, saved.weight is not None, saved.bias_given)
     dweight = None if saved.weight is None else be.astype(dweight.reshape(-1), saved.param_dtype)
     dbias = be.astype(dbias.reshape(-1), saved.param_dtype) if saved.bias_given else None
-    return Grads(dx3.reshape(saved.shape), dweight, dbias)
+    return Grads(be.from_channels(dx3, saved.shape, saved.extra.get("channels_last")), dweight, dbias)
 

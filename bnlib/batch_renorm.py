@@ -112,7 +112,8 @@ def batch_renorm_forward(x, *, weight=None, bias=None, running_mean, running_var
                               kind="batch_renorm")
         return y, _renorm_saved(saved, None, None)
     check_one_value(x, m)
-    x3 = be.channels_view(x)
+    cl = be.channels_last(x)
+    x3 = be.channels_view(x, cl)
     col = bn._col
     acc = be.acc_dtype(x)
     with be.computing():
@@ -123,13 +124,13 @@ def batch_renorm_forward(x, *, weight=None, bias=None, running_mean, running_var
             check_finite(be, "x", var)
         bn.update_running(be, running_mean, running_var, mean, var, m, momentum)
     saved = Saved("batch_renorm", x3, mean, invstd, weight, bias is not None, True, tuple(x.shape), x.dtype,
-                  bn.param_dtype(x, weight, bias))
-    return y3.reshape(x.shape), _renorm_saved(saved, r.reshape(-1), d.reshape(-1))
+                  bn.param_dtype(x, weight, bias), {"channels_last": cl})
+    return be.from_channels(y3, x.shape, cl), _renorm_saved(saved, r.reshape(-1), d.reshape(-1))
 
 
 def _renorm_saved(saved, r, d):
     return Saved("batch_renorm", saved.x, saved.mean, saved.invstd, saved.weight, saved.bias_given, saved.training,
-                 saved.shape, saved.dtype, saved.param_dtype, {"r": r, "d": d})
+                 saved.shape, saved.dtype, saved.param_dtype, {**saved.extra, "r": r, "d": d})
 
 
 def batch_renorm_backward(dy, saved):
@@ -151,13 +152,13 @@ def batch_renorm_backward(dy, saved):
         if r is None:
             return bn.backward_saved(be, dy, saved)
         weight_r = r if saved.weight is None else be.astype(saved.weight, r.dtype) * r
-        dx3, dw_b, db = be.run(bn.backward, be.channels_view(dy), saved.x, saved.mean, saved.invstd,
+        dx3, dw_b, db = be.run(bn.backward, be.channels_view(dy, saved.extra["channels_last"]), saved.x, saved.mean, saved.invstd,
                                bn._col(weight_r), True, True, True)
         dweight = None
         if saved.weight is not None:   # through gamma * r and gamma * d
             dweight = be.astype(dw_b.reshape(-1) * r + db.reshape(-1) * d, saved.param_dtype)
         dbias = be.astype(db.reshape(-1), saved.param_dtype) if saved.bias_given else None
-    return Grads(dx3.reshape(saved.shape), dweight, dbias)
+    return Grads(be.from_channels(dx3, saved.shape, saved.extra["channels_last"]), dweight, dbias)
 
 
 def ghost_batch_norm_forward(x, *, virtual_batch_size, weight=None, bias=None, running_mean=None, running_var=None,

@@ -62,7 +62,7 @@ def group_norm_forward(x, num_groups, *, weight=None, bias=None, eps=1e-5, nonfi
 
 
 def _groups(be, a, g):
-    a3 = be.channels_view(a)
+    a3 = be.ncl_view(a)
     n, c, l = a3.shape
     return a3.reshape(n, g, c // g, l)
 

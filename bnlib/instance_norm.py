@@ -77,7 +77,7 @@ def instance_norm_forward(x, *, weight=None, bias=None, running_mean=None, runni
 
 def _instances(be, a):
     """x (N, C, *spatial) as (1, N*C, L): each (sample, channel) plane is one channel of batch norm."""
-    a3 = be.channels_view(a)
+    a3 = be.ncl_view(a)
     n, c, l = a3.shape
     return a3.reshape(1, n * c, l) if be.name == "numpy" else a3.contiguous().view(1, n * c, l)
 
@@ -87,7 +87,8 @@ def _repeat(be, v, n):
 
 
 def forward(be, x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, nonfinite):
-    if not use_input_stats:      # batch norm in eval mode over the (N, C, L) view
+    if not use_input_stats:      # batch norm in eval mode over the (N, C, L) view (contiguous output, as torch)
+        x = x.contiguous() if be.name == "torch" else x
         y, saved = bn.forward(be, x, weight, bias, running_mean, running_var, False, momentum, eps, nonfinite,
                               kind="instance_norm")
         return y, _with(saved, instances=False)

@@ -72,4 +72,4 @@ class Saved:
         if self.mean is None:      # empty input
             return be.astype(self.x, be.acc_dtype(self.x)).reshape(self.shape)
         xhat = (be.astype(self.x, self.invstd.dtype) - self.mean) * self.invstd
-        return xhat.reshape(self.shape)
+        return be.from_channels(xhat, self.shape, self.extra.get("channels_last", False))

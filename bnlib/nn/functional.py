@@ -110,12 +110,13 @@ class BatchNormFunction(torch.autograd.Function):
         if x.numel() == 0:
             zeros = x.new_zeros(c, dtype=ctx.param_dtype)
             return dy.clone(), zeros if need_w else None, zeros.clone() if need_b else None, None, None, None, None, None
-        x3, dy3 = be.channels_view(x), be.channels_view(dy)
+        cl = be.channels_last(x)
+        x3, dy3 = be.channels_view(x, cl), be.channels_view(dy, cl)
         if torch.is_grad_enabled() and ctx.training:   # double backward: the statistics as functions of x
             mean, _, invstd = bn.train_statistics(be, x3, ctx.eps)
         dx, dw, db = be.run(bn.backward, dy3, x3, mean, invstd, _col(weight), ctx.training,
                             weight is not None and need_w, ctx.bias_given and need_b)
-        return (dx.reshape(x.shape) if need_x else None,
+        return (be.from_channels(dx, x.shape, cl) if need_x else None,
                 dw.reshape(-1).to(ctx.param_dtype) if weight is not None and need_w else None,
                 db.reshape(-1).to(ctx.param_dtype) if ctx.bias_given and need_b else None,
                 None, None, None, None, None)
@@ -125,11 +126,12 @@ class BatchNormFunction(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         be = _be()
         cdt = be.compute_dtype(x)
-        x3 = be.channels_view(x).to(cdt)
+        cl = be.channels_last(x)
+        x3 = be.channels_view(x, cl).to(cdt)
         xhat = (x3 - mean.to(cdt)) * invstd.to(cdt)
         ty = torch.zeros_like(xhat)
         if tx is not None and x.numel():
-            t3 = be.channels_view(tx).to(cdt)
+            t3 = be.channels_view(tx, cl).to(cdt)
             if ctx.training:         # d xhat = invstd * (dx - mean(dx) - xhat * mean(dx * xhat))
                 t3 = t3 - _means(t3, (0, 2)) - xhat * _means(t3 * xhat, (0, 2))
             ty = t3 * invstd.to(cdt)
@@ -139,7 +141,7 @@ class BatchNormFunction(torch.autograd.Function):
             ty = ty + xhat * _col(tw).to(cdt)
         if tb is not None:
             ty = ty + _col(tb).to(cdt)
-        return ty.reshape(x.shape).to(x.dtype), None, None
+        return be.from_channels(ty, x.shape, cl).to(x.dtype), None, None
 
 
 def batch_norm(x, *, weight=None, bias=None, running_mean=None, running_var=None, training, momentum=0.1,
@@ -202,16 +204,18 @@ class InstanceNormFunction(torch.autograd.Function):
         if x.numel() == 0:
             zeros = x.new_zeros(c, dtype=ctx.param_dtype)
             return dy.clone(), zeros if need_w else None, zeros.clone() if need_b else None, None, None, None, None, None
+        cl = False                                   # the instance view is contiguous
         if ctx.training:
             x3, dy3, w = inn._instances(be, x), inn._instances(be, dy), inn._repeat(be, weight, n)
             if torch.is_grad_enabled():
                 mean, _, invstd = bn.train_statistics(be, x3, ctx.eps)
         else:
-            x3, dy3, w = be.channels_view(x), be.channels_view(dy), weight
+            cl = be.channels_last(x)
+            x3, dy3, w = be.channels_view(x, cl), be.channels_view(dy, cl), weight
         dx, dw, db = be.run(bn.backward, dy3, x3, mean, invstd, _col(w), ctx.training,
                             weight is not None and need_w, ctx.bias_given and need_b)
         per_c = (lambda v: v.reshape(n, c).sum(0)) if ctx.training else (lambda v: v.reshape(-1))  # noqa: E731
-        return (dx.reshape(x.shape) if need_x else None,
+        return (be.from_channels(dx, x.shape, cl) if need_x else None,
                 per_c(dw).to(ctx.param_dtype) if weight is not None and need_w else None,
                 per_c(db).to(ctx.param_dtype) if ctx.bias_given and need_b else None,
                 None, None, None, None, None)
@@ -222,7 +226,8 @@ class InstanceNormFunction(torch.autograd.Function):
         be = _be()
         cdt = be.compute_dtype(x)
         n = x.shape[0]
-        view = (lambda a: inn._instances(be, a)) if ctx.training else be.channels_view
+        cl = be.channels_last(x) and not ctx.training
+        view = (lambda a: inn._instances(be, a)) if ctx.training else (lambda a: be.channels_view(a, cl))
         x3 = view(x).to(cdt)
         xhat = (x3 - mean.to(cdt)) * invstd.to(cdt)
         w = None if weight is None else _col(inn._repeat(be, weight, n) if ctx.training else weight).to(cdt)
@@ -239,7 +244,7 @@ class InstanceNormFunction(torch.autograd.Function):
             ty = ty + xhat * rep(tw).to(cdt)
         if tb is not None:
             ty = ty + rep(tb).to(cdt)
-        return ty.reshape(x.shape).to(x.dtype), None, None
+        return be.from_channels(ty, x.shape, cl).to(x.dtype), None, None
 
 
 def instance_norm(x, *, weight=None, bias=None, running_mean=None, running_var=None, use_input_stats=True,

@@ -33,7 +33,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, weight, bias, running_mean, running_var, momentum, eps, group):
         be = F._be()
-        x3 = be.channels_view(x)
+        cl = be.channels_last(x)
+        x3 = be.channels_view(x, cl)
         cdt = be.compute_dtype(x)
         c = x3.shape[1]
         local = torch.zeros(2 * c + 1, dtype=torch.float64, device=x.device)
@@ -60,7 +61,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         mean, var = stats[1].to(acc), (stats[2] / count).to(acc)
         if x3.numel():
             y3, invstd = be.run(bn.eval_forward, x3, mean, var, F._col(weight), F._col(bias), eps)
-            y = F._own(y3.reshape(x.shape))
+            y = F._own(be.from_channels(y3, x.shape, cl))
         else:
             y, invstd = x.clone(), 1 / torch.sqrt(var + eps)
         bn.update_running(be, running_mean, running_var, mean, var, count, momentum)
@@ -88,7 +89,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
         if mean.numel() == 0:
             zeros = x.new_zeros(c, dtype=ctx.param_dtype)
             return (dy.clone(), zeros if need_w else None, zeros.clone() if need_b else None) + (None,) * 5
-        x3, dy3 = be.channels_view(x), be.channels_view(dy)
+        cl = be.channels_last(x)
+        x3, dy3 = be.channels_view(x, cl), be.channels_view(dy, cl)
         cdt, acc = be.compute_dtype(x), be.acc_dtype(x)
         if x3.numel():
             dyc = dy3.to(cdt)
@@ -112,7 +114,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
             if x3.numel():
                 dx3, _ = be.per_channel((dy3, x3), (mean, invstd, F._col(weight)), coefficients, out_dtype=dy.dtype)
-                dx = dx3.reshape(x.shape)
+                dx = be.from_channels(dx3, x.shape, cl)
             else:
                 dx = dy.clone()
         dweight = (sum_dy_xmu * invstd).reshape(-1).to(ctx.param_dtype) if weight is not None and need_w else None
