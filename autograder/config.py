@@ -51,9 +51,12 @@ def apply(c, root: str | Path = REPO, source: str | Path = SOLUTIONS, release: s
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                         SaveAutoGrades)
 
-    from .trusted.preprocessor import RecordFlags, SandboxedExecute
+    from .trusted.preprocessor import RecordFlags, SandboxedExecute, ShowRubrics
     c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                           SaveAutoGrades, RecordFlags, AssignLatePenalties, CheckCellMetadata]
+                                           SaveAutoGrades, ShowRubrics, RecordFlags, AssignLatePenalties,
+                                           CheckCellMetadata]
+    # `nbgrader export`: nbgrader's CSV columns plus the review flag and its reasons
+    c.ExportApp.plugin_class = "autograder.export.FlaggedCsvExport"
     c.SandboxedExecute.course_root = str(root)
 
 

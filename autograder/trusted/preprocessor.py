@@ -290,4 +290,53 @@ class RecordFlags(NbGraderPreprocessor):
         return nb, resources
 
 
-__all__ = ["KernelGone", "RecordFlags", "SandboxedExecute"]
+
+
+RUBRIC_PREFIX = "Rubric (the instructor's model answer; graders see it here, learners only in feedback):\n\n"
+
+
+class ShowRubrics(NbGraderPreprocessor):
+    """After ``SaveAutoGrades``: each written answer's model answer, from the instructor's source notebook
+    (the course's source directory), becomes that cell's comment, so a grader sees the rubric next to the
+    answer in formgrader. It is never in the released notebook; learners see it in their feedback."""
+
+    def _model_answers(self, info) -> dict[str, str]:
+        cd = self.config.get("CourseDirectory", {})
+        source = Path(cd.get("source_directory") or "source")
+        if not source.is_absolute():
+            source = Path(cd.get("root") or ".") / source
+        path = source / info["assignment"] / f"{info['notebook']}.ipynb"
+        if not path.is_file():
+            return {}
+        answers = {}
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and meta.get("grade") and meta.get("solution"):
+                answers[meta["grade_id"]] = cell.source.strip()
+        return answers
+
+    def preprocess(self, nb, resources):
+        from ..store import open_gradebook
+        info = resources.get("nbgrader", {})
+        if not info.get("db_url"):
+            return nb, resources
+        written = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.cell_type == "markdown"
+                   and c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("solution")]
+        if not written:
+            return nb, resources
+        answers = self._model_answers(info)
+        with open_gradebook(info["db_url"]) as gb:
+            sub = gb.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+            comments = {c.name: c for c in sub.comments}
+            for gid in written:
+                source = answers.get(gid, "")
+                comment = comments.get(gid)
+                if comment is None or not source:
+                    continue
+                rubric = RUBRIC_PREFIX + source
+                comment.auto_comment = rubric + (f"\n\n{comment.auto_comment}" if comment.auto_comment else "")
+            gb.db.commit()
+        return nb, resources
+
+
+__all__ = ["KernelGone", "RecordFlags", "SandboxedExecute", "ShowRubrics"]
