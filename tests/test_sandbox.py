@@ -194,3 +194,27 @@ def _read(path):
         return path.read_bytes()
     except OSError:
         return b""
+
+
+def test_policy_hides_ready_made_answers():
+    from autograder.sandbox import Policy
+    k = Kernel.__new__(Kernel)
+    box = sandbox.get("auto")
+    k.km = SandboxKernelManager(kernel_name="python3")
+    k.km.sandbox, k.km.files, k.km.limits = box, None, sandbox.Limits()
+    k.km.policy = Policy(preload=("torch",), hide=("torch.nn.utils.fusion:fuse_conv_bn_weights",))
+    k.loop = asyncio.new_event_loop()
+    k.loop.run_until_complete(k.km.start_kernel())
+    k.kc = k.km.client()
+    k.kc.start_channels()
+    k.loop.run_until_complete(k.kc.wait_for_ready(timeout=60))
+    try:
+        _, err, msg = k.run("import torch\nfrom torch.nn.utils.fusion import fuse_conv_bn_weights\n"
+                            "fuse_conv_bn_weights(*[torch.ones(1)] * 7)")
+        assert err == "RuntimeError" and "not available" in msg
+        _, err, _ = k.run("import torch.nn.utils.fusion as f\nexec(open(f.__file__).read(), {})")
+        assert err == "PermissionError"
+        out, err, _ = k.run("import torch\nprint(torch.nn.BatchNorm2d(3)(torch.randn(2, 3, 4, 4)).shape)")
+        assert err is None and "torch.Size([2, 3, 4, 4])" in out          # the layers themselves work
+    finally:
+        k.close()

@@ -7,6 +7,8 @@ Runs as the first code of the kernel process, before any learner code, and reads
   hard limits the learner's code cannot raise;
 * ``deny``: top-level packages that must not import (e.g. ``torch`` in a NumPy assignment, ``bnlib``);
 * ``torch_normalization``: false to disable torch's normalization layers (:mod:`.torch_policy`);
+* ``hide``: ``module:attribute`` functions that would answer the assignment (e.g. torch's BN folding),
+  replaced by functions that refuse, their source file unreadable;
 * ``preload``: modules imported before the learner's code (so the policy applies to them); ``lazy``:
   modules whose import is deferred to their first use;
 * ``files`` / ``workdir``: a read-only folder of the submission's other files, copied to a private
@@ -51,6 +53,29 @@ def _limits(limits: dict) -> None:
             value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
             resource.setrlimit(which, (value, value))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _hide(target: str) -> list[str]:
+    """Replace ``module:attribute`` by a function that refuses; returns the module's file (to protect)."""
+    import importlib
+    modname, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(modname)
+    except ImportError:
+        return []
+    message = f"{modname}.{attr} is not available while this notebook is graded: write it yourself"
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(message)
+    for mod in list(sys.modules.values()):   # also where it was imported by name into another module
+        try:
+            if getattr(mod, attr, None) is getattr(module, attr, refuse):
+                setattr(mod, attr, refuse)
+        except Exception:  # noqa: BLE001 - odd modules refuse attributes
+            pass
+    setattr(module, attr, refuse)
+    path = getattr(module, "__file__", None)
+    return [os.path.realpath(path)] if path else []
 
 
 def _lazy(name: str) -> None:
@@ -113,6 +138,8 @@ def prepare(settings: dict) -> list[str]:
     for name in settings.get("lazy", []):
         _lazy(name)
     protected: list[str] = []
+    for target in settings.get("hide", []):
+        protected += _hide(target)
     if settings.get("torch_normalization") is False and "torch" not in deny:
         from . import torch_policy
         torch_policy.disable()

@@ -30,12 +30,15 @@ AGENT_DIR = Path(__file__).resolve().parents[1] / "kernel_agent"
 class Policy:
     """What a grading kernel may use. ``deny``: top-level packages that must not import;
     ``torch_normalization``: whether torch's normalization layers work; ``preload``: modules imported
-    before learner code (so that the policy applies to them); ``lazy``: modules imported on first use."""
+    before learner code (so that the policy applies to them); ``lazy``: modules imported on first use;
+    ``hide``: ready-made answers to an assignment (``"torch.nn.utils.fusion:fuse_conv_bn_weights"``),
+    imported and replaced by functions that refuse, their source unreadable."""
 
     deny: tuple[str, ...] = ("bnlib", "autograder", "nbgrader")
     torch_normalization: bool = True
     preload: tuple[str, ...] = ()
     lazy: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()      # "module:attribute" functions replaced by ones that refuse
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def _kernel_settings(policy: Policy, limits: Limits, workdir: str, files: str | 
     return json.dumps({"limits": {"memory": limits.memory, "processes": limits.processes,
                                   "file_size": limits.file_size, "cpu_seconds": limits.cpu_seconds},
                        "deny": list(policy.deny), "torch_normalization": policy.torch_normalization,
-                       "preload": list(policy.preload), "lazy": list(policy.lazy), "files": files, "workdir": workdir,
+                       "preload": list(policy.preload), "lazy": list(policy.lazy), "hide": list(policy.hide),
+                       "files": files, "workdir": workdir,
                        "mplcache": mplcache})
 
 
