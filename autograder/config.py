@@ -48,13 +48,13 @@ def apply(c, root: str | Path = REPO, source: str | Path = SOLUTIONS, release: s
     # Learner code runs in a sandboxed kernel; test cells are scored by the trusted grader (one engine
     # behind `nbgrader autograde`, formgrader and bncourse): autograder/trusted/preprocessor.py.
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
-                                        SaveAutoGrades)
+    from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput, SaveAutoGrades
 
     from .trusted.preprocessor import RecordFlags, SandboxedExecute, ShowRubrics
+    # (nbgrader's list, with SandboxedExecute for Execute and two steps of ours; its final CheckCellMetadata
+    # is left out: nothing after the sanitizing step, which checks the metadata, changes it)
     c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                           SaveAutoGrades, ShowRubrics, RecordFlags, AssignLatePenalties,
-                                           CheckCellMetadata]
+                                           SaveAutoGrades, ShowRubrics, RecordFlags, AssignLatePenalties]
     # `nbgrader export`: nbgrader's CSV columns plus the review flag and its reasons
     c.ExportApp.plugin_class = "autograder.export.FlaggedCsvExport"
     c.SandboxedExecute.course_root = str(root)
