@@ -5,14 +5,15 @@ on a throwaway copy of the repository and a throwaway $HOME, with honest learner
 
 * ``bncourse autograde 01_batchnorm_numpy --course-dir ROOT --jobs 2 --timeout 10`` over one class holding
   every Module 01 attack (and the same for smaller Module 02 and 03 classes),
-* ``bncourse grade NB --json`` (self-study) for a few attacks, then for the honest learners again,
+* ``bncourse grade NB --json`` (self-study) for a few attacks, and for an honest learner before and after,
 * a plain ``nbgrader autograde 01_batchnorm_numpy`` in a course root for a few attacks.
 
-Then: every attack earns at most what its honest parts are worth and is flagged where its code plainly
-tampers (one test per attack, named after it); honest learners score exactly what they score alone,
-before and after the attacks; every submission is graded; no submitted file, no file outside the
-submissions (packages, solutions, configs, cached gradebooks, ~/.ipython, ~/.jupyter, site-packages)
-changes; no process an attacker started outlives grading.
+Then: every attack earns at most what its honest parts are worth, leaks nothing into its own outputs and
+is flagged where its code plainly tampers (one test per attack, named after it); honest learners score
+exactly what they score alone, before and after the attacks; every submission is graded; no submitted
+file, no file outside the submissions (packages, solutions, configs, cached gradebooks, ~/.ipython,
+~/.jupyter, site-packages) changes; no process an attacker started outlives grading. About 4-5 minutes
+on two cores. ``python -m tests.attacks.harness --only NAME`` runs single attacks and prints findings.
 """
 from __future__ import annotations
 

@@ -6,15 +6,15 @@ One *campaign* runs, in order:
    throwaway ``$HOME`` (its ``~/.cache/bncourse`` seeded from the real one), so that an undefended attack
    that overwrites ``solutions/``, the checks, the cached template gradebooks or ``~/.ipython`` damages
    copies; the grading commands run with ``PYTHONPATH`` on the copy and ``BNCOURSE_REDTEAM_FUSE=1``;
-2. the control: the honest learner with a known bug, graded alone (``bncourse grade --json``);
-3. the Module 01 class: honest learners interleaved with every Module 01 attack, one
-   ``bncourse autograde 01_batchnorm_numpy --course-dir ROOT --jobs 2 --timeout 10`` run;
-4. self-study runs (``bncourse grade NB --json``): the attacks marked ``grade``, then the honest learners
-   again (persistence: they must score what they scored before the attacks);
-5. the Module 02 and Module 03 classes (honest learners graded after all Module 01 attacks);
-6. a plain ``nbgrader autograde 01_batchnorm_numpy`` in a course root: an honest learner, the attacks
-   marked ``nbgrader``, another honest learner;
-7. the aftermath: every gradebook, the autograded notebooks' outputs, the submitted files' hashes, files
+2. at once: the control (the honest learner with a known bug, graded alone with ``bncourse grade --json``)
+   and the Module 02 and Module 03 classes (their attacks, one honest learner graded last);
+3. the Module 01 class: honest learners graded first, in the middle and last, interleaved with every
+   Module 01 attack, one ``bncourse autograde 01_batchnorm_numpy --course-dir ROOT --jobs 2 --timeout 10``;
+4. after it, at once: self-study runs (``bncourse grade NB --json``) of the attacks marked ``grade`` and of
+   the honest learner with a bug again (persistence: it must score what it scored alone), and a plain
+   ``nbgrader autograde 01_batchnorm_numpy`` in a course root (the attacks marked ``nbgrader``, then the
+   honest learner with a bug: also the instructor's next nbgrader command after the class run);
+5. the aftermath: every gradebook, the autograded notebooks' outputs, the submitted files' hashes, files
    outside the courses (the copy's packages, ``solutions/`` and configs, the throwaway home; the real home,
    site-packages, ``/tmp`` and the real checkout scanned for the red-team marker), and processes carrying
    the marker. Whatever an attack left behind on the real machine is removed (marker files, marker
@@ -115,7 +115,8 @@ def marked_files(root: Path, max_depth: int = 8) -> list[Path]:
                 found.append(p)
                 continue
             try:
-                if p.is_file() and not p.is_symlink() and p.stat().st_size < (4 << 20) and MARK.encode() in p.read_bytes():
+                small = p.is_file() and not p.is_symlink() and p.stat().st_size < (4 << 20)
+                if small and MARK.encode() in p.read_bytes():
                     found.append(p)
             except OSError:
                 pass
@@ -225,8 +226,8 @@ def make_env(repo: Path, home: Path) -> dict:
     for k in ("IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "XDG_CONFIG_HOME",
               "XDG_DATA_HOME", "MPLCONFIGDIR", "PYTHONSTARTUP", "NBGRADER_EXECUTION"):
         env.pop(k, None)
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join([str(repo)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
+    paths = [str(repo)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join(paths),
                PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""), PYTHONDONTWRITEBYTECODE="1")
     env[FUSE] = "1"
     return env
@@ -355,6 +356,10 @@ def execute(c: Campaign, run: Run, argv: list[str], cwd: Path, timeout: int = 90
     except subprocess.TimeoutExpired as exc:
         run.rc, run.out = -999, f"timed out after {timeout} s\n{exc.stdout or ''}"
     run.seconds = time.perf_counter() - t0
+    try:
+        (c.base / f"{run.name}.out").write_text(run.out)   # the whole output, for whoever debugs a finding
+    except OSError:
+        pass
     log(f"  {run.name}: rc={run.rc}, {run.seconds:.0f} s")
     c.runs.append(run)
     return run
@@ -507,16 +512,6 @@ def campaign(base: Path, attacks: list[Attack] | None = None, log=print) -> Camp
     c.site_before = {str(p) for d in site.getsitepackages() for p in Path(d).iterdir()}
     b = Builder(c)
     try:
-        # 2. control: the honest learner with a bug, alone
-        log("control: the honest learner with a bug, graded alone")
-        ctrl = grade_run(c, b.single("control_bug", M1, "bug"), log=log)
-        bug = {t["grade_id"]: t["points"] for t in (ctrl.report or {}).get("tests", [])}
-        if not ctrl.report or not bug:
-            c.errors.append(f"the control run (honest learner with a bug, alone) failed: {ctrl.out[-800:]}")
-        c.control[M1] = {HONEST_BUG: bug, HONEST_LAST_BUG: bug}
-        for m in (M1, M2, M3):
-            for s in (HONEST_FIRST, HONEST_LAST):
-                c.control.setdefault(m, {})[s] = dict(c.points[m])
         by_module = {m: [a for a in attacks if a.module == m] for m in (M1, M2, M3)}
 
         def learners(module, extra=None, honest=((HONEST_FIRST, "ref"), (HONEST_BUG, "bug"), (HONEST_LAST, "ref"))):
@@ -524,24 +519,39 @@ def campaign(base: Path, attacks: list[Attack] | None = None, log=print) -> Camp
             out.update({a.name: a for a in (by_module[module] if extra is None else extra)})
             return dict(sorted(out.items()))
 
-        # 3. the Module 01 class
+        for m in (M1, M2, M3):
+            for s in (HONEST_FIRST, HONEST_LAST):
+                c.control.setdefault(m, {})[s] = dict(c.points[m])
         warm_templates(c)
         c.before = snapshot(c)
+        # 2. at once (the grading commands wait on kernels more than they compute): the control, the honest
+        #    learner with a bug graded alone; the Module 02 and 03 classes (one honest learner graded last)
+        log("control (the honest learner with a bug, alone), and the Module 02 and 03 classes, at once")
+        with ThreadPoolExecutor(3) as pool:
+            ctrl = pool.submit(grade_run, c, b.single("control_bug", M1, "bug"), log=log)
+            for m, name in ((M2, "class02"), (M3, "class03")):
+                if by_module[m]:
+                    pool.submit(step, c, name, class_run, c, b, name, m,
+                                learners(m, honest=((HONEST_LAST, "ref"),)), log=log)
+            ctrl = ctrl.result()
+        bug = {t["grade_id"]: t["points"] for t in (ctrl.report or {}).get("tests", [])}
+        if not ctrl.report or not bug:
+            c.errors.append(f"the control run (honest learner with a bug, alone) failed: {ctrl.out[-800:]}")
+        c.control[M1].update({HONEST_BUG: bug, HONEST_LAST_BUG: bug})
+        # 3. the Module 01 class: every Module 01 attack, honest learners first, in the middle and last
         step(c, "class01", class_run, c, b, "class01", M1, learners(M1), log=log)
-        # 4. self-study: marked attacks, then the honest learners again (persistence)
+        # 4. after it, at once: self-study (the marked attacks, then the honest learner with a bug again:
+        #    persistence) and a plain nbgrader run in a course root (the instructor's next nbgrader command)
         singles = [b.single(a.name, a.module, a) for a in attacks if "grade" in a.paths]
         singles.append(b.single("after_bug", M1, "bug"))
-        log(f"self-study: bncourse grade --json, {len(singles)} notebooks, 2 at a time")
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda r: grade_run(c, r, log=log), singles))
-        # 5. Modules 02 and 03
-        for m, name in ((M2, "class02"), (M3, "class03")):
-            if by_module[m]:   # one honest learner, graded after the attackers
-                step(c, name, class_run, c, b, name, m, learners(m, honest=((HONEST_LAST, "ref"),)), log=log)
-        # 6. plain nbgrader in a course root
         plain = [a for a in attacks if "nbgrader" in a.paths and a.module == M1]
-        step(c, "plain01", nbgrader_run, c, b, "plain01",   # also the instructor's next nbgrader command
-             learners(M1, plain, honest=((HONEST_LAST_BUG, "bug"),)), log=log)
+        log(f"self-study (bncourse grade --json, {len(singles)} notebooks) and plain nbgrader, at once")
+        with ThreadPoolExecutor(3) as pool:
+            jobs = [pool.submit(step, c, "plain01", nbgrader_run, c, b, "plain01",
+                                learners(M1, plain, honest=((HONEST_LAST_BUG, "bug"),)), log=log)]
+            jobs += [pool.submit(step, c, r.name, grade_run, c, r, log=log) for r in singles]
+            for j in jobs:
+                j.result()
         time.sleep(2)   # daemons that act when the commands end get their chance
         read_rows(c)
         c.after = snapshot(c)
@@ -607,8 +617,8 @@ def attack_findings(c: Campaign, a: Attack) -> list[str]:
                   if isinstance(v, (int, float)) and v > allowed(a, t, run_points(run)) + 1e-9}
         if gained:
             total = sum(v for v in gained.values() if isinstance(v, (int, float)))
-            found.append(f"[{where}] gained {total:g} points it may not have: "
-                         + ", ".join(f"{t}={v} (allowed {allowed(a, t, run_points(run)):g})" for t, v in gained.items()))
+            found.append(f"[{where}] gained {total:g} points it may not have: " + ", ".join(
+                f"{t}={v} (allowed {allowed(a, t, run_points(run)):g})" for t, v in gained.items()))
         if a.flag:
             flagged = _flagged(run, student)
             if not flagged:
