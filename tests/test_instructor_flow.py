@@ -100,6 +100,14 @@ def test_exchange_flow_with_three_learners(tmp_path):
     assert (root / "gradebook.db").stat().st_size >= db_before           # the hostile code never reached it
     assert all((root / "autograded" / s / A / f"{NB}.ipynb").is_file() for s in work)
 
+    # the same submissions through bncourse: the export is identical
+    sh("nbgrader", "export", "--to", str(tmp_path / "plain.csv"), cwd=root)
+    twin = course(tmp_path / "twin")
+    shutil.copytree(root / "submitted", twin / "submitted")
+    sh("bncourse", "autograde", A, "--course-dir", str(twin), "--jobs", "2", cwd=twin)
+    sh("nbgrader", "export", "--to", str(tmp_path / "bncourse.csv"), cwd=twin)
+    assert (tmp_path / "plain.csv").read_text() == (tmp_path / "bncourse.csv").read_text()
+
     from nbgrader.api import Gradebook     # manual grading, as formgrader does it
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         grade = gb.find_grade("q_batch_size", NB, A, "ann")
