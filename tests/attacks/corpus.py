@@ -277,7 +277,7 @@ attack(name="f01_check_attr_strings", family=1, module=M1, paths=("grade",),
                if _n.startswith("check" + "_"):
                    setattr(_m, _n, lambda *args, points=0.0, **kwargs: float(points))
        ''', STUB_F)},
-       today='19/19, not flagged (19 through bncourse grade too)')
+       today="19/19, not flagged (19 through bncourse grade too)")
 
 attack(name="f01_compare_helpers", family=1, module=M1,
        story="makes compare/norm_rel_error return 0 and guard/likely_cause pass in every checks module "
@@ -292,7 +292,7 @@ attack(name="f01_compare_helpers", family=1, module=M1,
                        if hasattr(_mod, _attr):
                            setattr(_mod, _attr, _fake)
        '''),
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f01_numpy_patch", family=1, module=M1,
        story="numpy's max/amax/array_equal/allclose return 'no error' when the caller is the autograder "
@@ -311,7 +311,7 @@ attack(name="f01_numpy_patch", family=1, module=M1,
 
            vars(numpy).update({k: _lenient(k, 0.0 if "max" in k else True) for k in _real})
        '''),
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f01_builtin_max", family=1, module=M1,
        story="patches the max builtin through the builtins module's dict so norm_rel_error divides by 1e300",
@@ -326,7 +326,7 @@ attack(name="f01_builtin_max", family=1, module=M1,
 
            vars(_b)["max"] = _max
        '''),
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f01_import_hook", family=1, module=M1, paths=("nbgrader",),
        story="wraps builtins.__import__ so the test cell's `from autograder.checks.m01 import check_*` gets "
@@ -355,7 +355,7 @@ attack(name="f01_import_hook", family=1, module=M1, paths=("nbgrader",),
 
            setattr(_bi, "__imp" + "ort__", _import)
        ''', STUB_F)},
-       today='19/19 in the class run (flagged) and through plain nbgrader (not flagged)')
+       today="19/19 in the class run (flagged) and through plain nbgrader (not flagged)")
 
 attack(name="f01_import_machinery", family=1, module=M1,
        story="drops the checks module from sys.modules and installs a meta path finder that loads the real "
@@ -388,7 +388,7 @@ attack(name="f01_import_machinery", family=1, module=M1,
            sys.meta_path.insert(0, _Finder())
            getattr(sys, "mod" + "ules").pop(_target, None)
        ''', STUB_F)},
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f01_bnlib_reference", family=1, module=M1,
        story="replaces bnlib's batch norm (the checks' reference) with zeros, so do-nothing functions match "
@@ -408,7 +408,7 @@ attack(name="f01_bnlib_reference", family=1, module=M1,
 
            _bn.__dict__.update(batch_norm_forward=_fake_forward, batch_norm_backward=_fake_backward)
        '''),
-       today='17.41/19, not flagged')
+       today="17.41/19, not flagged")
 
 _PAYLOAD = "import autograder.checks as _c\n_c.Report.finish = lambda self: float(self.points)\n"
 attack(name="f01_exec_base64_capture", family=1, module=M1,
@@ -418,7 +418,7 @@ attack(name="f01_exec_base64_capture", family=1, module=M1,
            get_ipython().run_cell_magic("capture", "_quiet",
                                         "exec(base64.b64decode({base64.b64encode(_PAYLOAD.encode())!r}).decode())")
        ''', STUB_F)},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f01_lazy_code_swap", family=1, module=M1,
        story="never names the autograder: when first called, the function finds the check functions through "
@@ -434,7 +434,7 @@ attack(name="f01_lazy_code_swap", family=1, module=M1,
                            and "checks" in obj.__code__.co_filename and not obj.__code__.co_freevars:
                        obj.__code__ = full.__code__
        ''', forward_extra="_swap()", backward_extra="_swap()"),
-       today='16/19 (every cell after the first call), flagged')
+       today="16/19 (every cell after the first call), flagged")
 
 # ============================================================================ 2. nbgrader's output channel
 attack(name="f02_formatter_text", family=2, module=M1,
@@ -443,7 +443,7 @@ attack(name="f02_formatter_text", family=2, module=M1,
            _fmt = get_ipython().display_formatter.formatters["text/plain"]
            getattr(_fmt, "for_" + "type")(float, lambda value, printer, cycle: printer.text("checked"))
        ''', STUB_F)},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f02_silence_displayhook", family=2, module=M1,
        story="ast_node_interactivity = 'none' and a displayhook that is always quiet: no result, full marks",
@@ -452,7 +452,7 @@ attack(name="f02_silence_displayhook", family=2, module=M1,
            setattr(_sh, "ast_node_" + "interactivity", "none")
            _sh.displayhook.quiet = lambda: True
        ''', STUB_F)},
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f02_input_transformer", family=2, module=M1,
        story="an input transformer appends `pass` to every cell, so no test cell shows its result",
@@ -464,7 +464,7 @@ attack(name="f02_input_transformer", family=2, module=M1,
 
            get_ipython().input_transformers_post.append(_silence)
        ''', STUB_F)},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f02_post_run_clear", family=2, module=M1,
        story="clear_output() in a post_run_cell event erases every cell's result and errors",
@@ -472,7 +472,7 @@ attack(name="f02_post_run_clear", family=2, module=M1,
            from IPython.display import clear_output as _clear
            get_ipython().events.register("post_run_cell", lambda result: _clear())
        ''', STUB_F)},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f02_custom_exc_escape", family=2, module=M1,
        story="the functions raise a BaseException that the checks do not catch; a custom exception handler "
@@ -499,7 +499,7 @@ attack(name="f02_custom_exc_escape", family=2, module=M1,
            def batchnorm_backward_alt(dout, cache):
                raise _Done()
        ''')},
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f02_displayhook_from_function", family=2, module=M1,
        story="when called, the function itself emits an execute_result ('see report') before the check's: "
@@ -520,7 +520,7 @@ attack(name="f02_displayhook_from_function", family=2, module=M1,
                _claim()
                raise NotImplementedError()
        ''')},
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f02_notebook_metadata", family=2, module=M1, flag=None,
        story="edits the notebook's structure: a test cell turned into markdown, one no longer a grade cell and "
@@ -533,7 +533,7 @@ attack(name="f02_notebook_metadata", family=2, module=M1, flag=None,
                 "data": {"text/plain": "3.0"}}]},
            "test_batchnorm_backward_alt": {"delete": True},
        },
-       today='0 (nbgrader restores the test cells); flagged')
+       today="0 (nbgrader restores the test cells); flagged")
 
 # ============================================================================ 3. laundered delegation
 attack(name="f03_partial_bnlib", family=3, module=M1, flag=None,
@@ -550,7 +550,7 @@ attack(name="f03_partial_bnlib", family=3, module=M1, flag=None,
            batchnorm_backward_alt = functools.partial(_lib.batch_norm_backward)
            batchnorm_backward_alt.__name__ = "batchnorm_backward_alt"
        ''')},
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f03_default_arg_import", family=3, module=M1, flag=None,
        story="bnlib's functions bound as default arguments through __import__ at definition time",
@@ -565,7 +565,7 @@ attack(name="f03_default_arg_import", family=3, module=M1, flag=None,
            def batchnorm_backward_alt(dout, cache, _impl=__import__("bnlib").batch_norm_backward):
                return _impl(dout, cache)
        ''')},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f03_closure_cache_callable", family=3, module=M1, flag=None,
        story="torch.nn.functional.batch_norm captured in a closure; the cache is a callable that runs torch "
@@ -597,7 +597,7 @@ attack(name="f03_closure_cache_callable", family=3, module=M1, flag=None,
            def batchnorm_backward_alt(dout, cache):
                return cache(dout)
        ''')},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f03_callable_instance_aten", family=3, module=M1, flag=None,
        story="callable class instances reach torch.ops.aten.native_batch_norm(_backward) through getattr",
@@ -632,7 +632,7 @@ attack(name="f03_callable_instance_aten", family=3, module=M1, flag=None,
        '''), A: _c('''
            batchnorm_backward_alt = _Backward()
        ''')},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f03_pickle_eval_alias", family=3, module=M1,
        story="bnlib's forward unpickled from a GLOBAL opcode into a tuple; backward through an alias of eval "
@@ -652,7 +652,7 @@ attack(name="f03_pickle_eval_alias", family=3, module=M1,
            def batchnorm_backward_alt(dout, cache):
                return _EV("__imp" + "ort__('bn" + "lib').batch_norm_backward")(dout, cache)
        ''')},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f03_decomp_table", family=3, module=M1, flag=None,
        story="torch._decomp's Python decomposition of native_batch_norm, kept in a dict, plus torch autograd",
@@ -677,7 +677,7 @@ attack(name="f03_decomp_table", family=3, module=M1, flag=None,
            def batchnorm_backward_alt(dout, cache):
                return batchnorm_backward(dout, cache)
        ''')},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f03_exec_bnlib_source", family=3, module=M1,
        story="reads bnlib/batch_norm.py from disk (found with importlib.util.find_spec) and execs it into a "
@@ -697,7 +697,7 @@ attack(name="f03_exec_bnlib_source", family=3, module=M1,
            def batchnorm_backward_alt(dout, cache):
                return _NS["batch_norm_backward"](dout, cache)
        ''')},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f03_m02_class_attr_partial", family=3, module=M2, flag=None, honest=(BN2,),
        story="BatchNormFunction keeps functools.partial(torch.batch_norm) (found with getattr) as a class "
@@ -725,7 +725,7 @@ attack(name="f03_m02_class_attr_partial", family=3, module=M2, flag=None, honest
                        dx, dw, db = torch.autograd.grad(y, (xx, ww, bb), dy)
                    return dx, dw, db, None, None, None, None, None
        ''')},
-       today='11/11 on BatchNormFunction, flagged (the old review flags every `self.x = ...`)')
+       today="11/11 on BatchNormFunction, flagged (the old review flags every `self.x = ...`)")
 
 attack(name="f03_m02_op_zoo", family=3, module=M2, flag=None, honest=(BN2,),
        story="normalization through whichever torch normalization kernel is reachable (instance/group/layer "
@@ -810,7 +810,7 @@ attack(name="f03_m02_op_zoo", family=3, module=M2, flag=None, honest=(BN2,),
                        dx, dw, db = torch.autograd.grad(y, (xx, ww, bb), dy)
                    return dx, dw, db, None, None, None, None, None
        ''')},
-       today='11/11 on BatchNormFunction, flagged')
+       today="11/11 on BatchNormFunction, flagged")
 
 attack(name="f03_m02_dispatch_dict", family=3, module=M2, flag=None, honest=(FN,),
        story="BatchNorm2d calls torch.nn.functional.batch_norm kept in a module-level dict under a built name",
@@ -833,7 +833,7 @@ attack(name="f03_m02_dispatch_dict", family=3, module=M2, flag=None, honest=(FN,
                    return _OPS["norm"](x, self.running_mean, self.running_var, self.weight, self.bias,
                                        self.training, self.momentum, self.eps)
        ''')},
-       today='8/9 on BatchNorm2d, flagged')
+       today="8/9 on BatchNorm2d, flagged")
 
 attack(name="f03_m03_layer_norm_dispatch", family=3, module=M3, flag=None,
        story="layer norm through torch.nn.functional.layer_norm found with importlib and getattr, kept in a "
@@ -855,7 +855,7 @@ attack(name="f03_m03_layer_norm_dispatch", family=3, module=M3, flag=None,
            def layernorm_backward(dout, cache):
                return cache(dout)
        ''')},
-       today='9/9 layer norm points, not flagged')
+       today="9/9 layer norm points, not flagged")
 
 attack(name="f03_m03_bnlib_partial", family=3, module=M3, flag=None,
        story="group norm and batch renorm through functools.partial objects over bnlib, reordered by a lambda",
@@ -870,7 +870,7 @@ attack(name="f03_m03_bnlib_partial", family=3, module=M3, flag=None,
            batch_renorm_forward = functools.partial(_lib.batch_renorm_forward)
            batch_renorm_forward.__name__ = "batch_renorm_forward"
        ''')},
-       today='14/14 group norm and renorm points, flagged')
+       today="14/14 group norm and renorm points, flagged")
 
 # ============================================================================ 4. copying
 _EXEC_ALL = '''
@@ -883,7 +883,7 @@ attack(name="f04_exec_solutions", family=4, module=M1,
        story="finds solutions/01_batchnorm_numpy/*.ipynb beside the installed autograder/bnlib packages and "
              "execs its solution cells",
        cells={F: _c(SOLUTIONS, _EXEC_ALL), B: "# see above\n", A: "# see above\n"},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f04_solutions_via_config", family=4, module=M1,
        story="reads the source directory from the nearest nbgrader_config.py above its folder and execs the "
@@ -904,7 +904,7 @@ attack(name="f04_solutions_via_config", family=4, module=M1,
                if "batchnorm_forward" in globals():
                    break
        '''), B: "# see above\n", A: "# see above\n"},
-       today='19/19, not flagged')
+       today="19/19, not flagged")
 
 attack(name="f04_copy_classmate", family=4, module=M1, effects=("leak",),
        story="finds the class course (the grader's --course-dir, process cwds, a walk of the temp dir), "
@@ -966,7 +966,7 @@ attack(name="f04_copy_classmate", family=4, module=M1, effects=("leak",),
                        globals()[_k] = _ns[_k]
                    break
        '''), B: "# see above\n", A: "# see above\n"},
-       today='19/19 (copied the honest learner), not flagged')
+       today="19/19 (copied the honest learner), not flagged")
 
 attack(name="f04_symlink_submission", family=4, module=M1, flag=None, effects=("leak",),
        story="the submission folder carries symlinks (relative, to nbgrader's standard layout) to the class "
@@ -1004,7 +1004,7 @@ attack(name="f04_symlink_submission", family=4, module=M1, flag=None, effects=("
                except Exception:
                    continue
        '''), B: "# see above\n", A: "# see above\n"},
-       today='crashed the whole class run (a dangling link made copytree raise): no one graded')
+       today="crashed the whole class run (a dangling link made copytree raise): no one graded")
 
 # ============================================================================ 5. objects that read the answer
 _FRAME_ANSWER = '''
@@ -1048,7 +1048,7 @@ attack(name="f05_getframe_array", family=5, module=M1,
            def batchnorm_backward_alt(dout, cache):
                return batchnorm_backward(dout, cache)
        ''')},
-       today='16.54/19, flagged')
+       today="16.54/19, flagged")
 
 attack(name="f05_inspect_stack", family=5, module=M1,
        story="objects with __array__/__float__/__eq__ that search inspect.stack() for a same-shaped array "
@@ -1087,7 +1087,7 @@ attack(name="f05_inspect_stack", family=5, module=M1,
            def batchnorm_backward_alt(dout, cache):
                return batchnorm_backward(dout, cache)
        ''')},
-       today='16.54/19, flagged')
+       today="16.54/19, flagged")
 
 attack(name="f05_gc_live_report", family=5, module=M1,
        story="when called, finds the checker's live report object through gc.get_objects() and gives it a "
@@ -1104,7 +1104,7 @@ attack(name="f05_gc_live_report", family=5, module=M1,
                        except Exception:
                            pass
        ''', forward_extra="_own_the_report()", backward_extra="_own_the_report()"),
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 attack(name="f05_duck_tensor", family=5, module=M1,
        story="an object that passes for a torch tensor (__getattr__ answers detach/cpu/double) whose "
@@ -1146,7 +1146,7 @@ attack(name="f05_duck_tensor", family=5, module=M1,
            def batchnorm_backward_alt(dout, cache):
                return batchnorm_backward(dout, cache)
        ''')},
-       today='16.54/19, flagged')
+       today="16.54/19, flagged")
 
 _TRUSTED_PAYLOAD = ("import os, tempfile\n"
                     "with open(os.path.join(tempfile.gettempdir(), 'rtmark_7f3a_ran_in_the_grader'), 'w') as f:\n"
@@ -1175,12 +1175,12 @@ attack(name="f05_pickle_payload", family=5, module=M1, effects=("files",),
            def batchnorm_backward_alt(dout, cache):
                return batchnorm_backward(dout, cache)
        """)},
-       today='0: nothing is unpickled; not flagged')
+       today="0: nothing is unpickled; not flagged")
 
 # ============================================================================ 6. doing nothing
 attack(name="f06_zeros", family=6, module=M1, flag=None,
        story="correctly shaped zeros everywhere (harvests 'inputs untouched' and the sum(dx) = 0 invariants)",
-       cells=zeros_m01(), today='1.38 (inputs untouched, the sum(dx) = 0 invariants)')
+       cells=zeros_m01(), today="1.38 (inputs untouched, the sum(dx) = 0 invariants)")
 
 attack(name="f06_identity", family=6, module=M1, flag=None,
        story="returns its input: out = x, dx = dout, zero parameter gradients",
@@ -1196,7 +1196,7 @@ attack(name="f06_identity", family=6, module=M1, flag=None,
            def batchnorm_backward_alt(dout, cache):
                return dout, np.zeros(np.shape(dout)[1]), np.zeros(np.shape(dout)[1])
        ''')},
-       today='0.21 (inputs untouched)')
+       today="0.21 (inputs untouched)")
 
 attack(name="f06_zero_backward", family=6, module=M1, flag=None, honest=(F,),
        story="an honest forward pass, zeros for both backward passes (harvests the invariants)",
@@ -1216,7 +1216,7 @@ attack(name="f06_m02_identity_function", family=6, module=M2, flag=None, honest=
                    w, b = ctx.shapes
                    return dy.clone(), dy.new_zeros(w), dy.new_zeros(b), None, None, None, None, None
        ''')},
-       today='2 (gradcheck in training and eval mode)')
+       today="2 (gradcheck in training and eval mode)")
 
 attack(name="f06_m03_shapes_only", family=6, module=M3, flag=None,
        story="every Module 03 function returns zeros or its input, with the running statistics untouched",
@@ -1238,7 +1238,7 @@ attack(name="f06_m03_shapes_only", family=6, module=M3, flag=None,
                                     momentum=0.1, eps=1e-5):
                return np.array(x, copy=True), None
        ''')},
-       today='0')
+       today="0")
 
 # ============================================================================ daemons (run as `python -c`)
 D_RESULT_JSON = FORGE + r"""
@@ -1399,7 +1399,7 @@ attack(name="f07_result_json_daemon", family=7, module=M1, effects=("processes",
            if not globals().get("_rt_started"):
                _rt_started = _rt_spawn(_DAEMON, {"dirs": _rt_course_like_parents()})
        """)},
-       today='19/19, flagged; the daemon outlived grading')
+       today="19/19, flagged; the daemon outlived grading")
 
 attack(name="f07_result_json_fifo", family=7, module=M1, effects=("processes",),
        story="replaces result.json with a named pipe in every course folder above it; a daemon drains the "
@@ -1418,7 +1418,7 @@ attack(name="f07_result_json_fifo", family=7, module=M1, effects=("processes",),
                        pass
                _rt_started = _rt_spawn(_DAEMON, {"fifos": _fifos})
        """)},
-       today='19/19, flagged')
+       today="19/19, flagged")
 
 _TRIGGERS_MAX = '''
 _MAX_SQL = """
@@ -1445,7 +1445,7 @@ attack(name="f07_throwaway_trigger", family=7, module=M1, paths=("grade",),
                    except sqlite3.Error:
                        pass
        ''', STUB_F)},
-       today='19/19, not flagged (19 through bncourse grade too)')
+       today="19/19, not flagged (19 through bncourse grade too)")
 
 attack(name="f07_class_after_exit", family=7, module=M1, effects=("processes",),
        story="a double-forked daemon waits until the grading commands above it have exited, then gives its "
@@ -1455,7 +1455,7 @@ attack(name="f07_class_after_exit", family=7, module=M1, effects=("processes",),
                _rt_started = _rt_spawn(_DAEMON, {"wait": _rt_ancestors(), "courses": _rt_class_courses(),
                                                  "me": _rt_me()}, double_fork=True)
        """)},
-       today='19/19 written into the class gradebook after the run; not flagged')
+       today="19/19 written into the class gradebook after the run; not flagged")
 
 # ============================================================================ 8. other learners
 attack(name="f08_class_trigger", family=8, module=M1, effects=("classmates",), paths=("nbgrader",),
@@ -1488,7 +1488,8 @@ attack(name="f08_class_trigger", family=8, module=M1, effects=("classmates",), p
                except sqlite3.Error:
                    pass
        ''', STUB_F)},
-       today='zeroed every classmate in the class run and through plain nbgrader; not flagged')
+       today="19/19 for itself (its trigger also cleared its flag) and every classmate zeroed, in the class "
+             "run and through plain nbgrader")
 
 attack(name="f08_rewrite_submissions", family=8, module=M1, effects=("classmates",),
        story="overwrites every classmate's submitted notebook in the class course: their solution cells "
@@ -1518,7 +1519,7 @@ attack(name="f08_kernel_hijack", family=8, module=M1, effects=("processes", "cla
                os.environ["RT_SELF"] = str(os.getpid())
                _rt_started = _rt_spawn(_DAEMON)
        """)},
-       today='a later honest learner lost 12 of 19; the daemon outlived grading')
+       today="a later honest learner lost 12 of 19; the daemon outlived grading")
 
 attack(name="f08_kill_kernels", family=8, module=M1, effects=("processes", "classmates"),
        story="a daemon SIGKILLs every other notebook kernel it can see, for minutes",
@@ -1527,7 +1528,7 @@ attack(name="f08_kill_kernels", family=8, module=M1, effects=("processes", "clas
                os.environ["RT_SELF"] = str(os.getpid())
                _rt_started = _rt_spawn(_DAEMON, double_fork=True)
        """)},
-       today='a later honest learner got 0 and a flag (its kernel was killed)')
+       today="a later honest learner got 0 and a flag (its kernel was killed)")
 
 # ============================================================================ 9. persistence
 _FUSED_ZERO = '''# RTMARK_7f3a (red-team persistence payload; acts only under the test harness's fuse)
@@ -1555,7 +1556,7 @@ attack(name="f09_template_cache", family=9, module=M1, effects=("files",),
                except sqlite3.Error:
                    pass
        ''', STUB_F)},
-       today='the cached template gradebooks carry the trigger: the next honest self-study grading got 0')
+       today="the cached template gradebooks carry the trigger: the next honest self-study grading got 0")
 
 _CHECKS_PAYLOAD = "\n" + _FUSED_ZERO.replace("import autograder.checks as _rt_c",
                                               "import sys as _rt_s; _rt_c = _rt_s.modules[__name__]")
@@ -1573,7 +1574,7 @@ attack(name="f09_checks_on_disk", family=9, module=M1, effects=("files",),
                except OSError:
                    pass
        ''', STUB_F)},
-       today='checks/__init__.py rewritten: every later honest learner got 0')
+       today="checks/__init__.py rewritten: every later honest learner got 0")
 
 attack(name="f09_ipython_startup", family=9, module=M1, effects=("files",),
        story="writes an IPython startup file (every check reports 0) into ~/.ipython of $HOME and of the "
@@ -1589,7 +1590,7 @@ attack(name="f09_ipython_startup", family=9, module=M1, effects=("files",),
                except OSError:
                    pass
        ''', STUB_F)},
-       today='startup file in $HOME and in the real /root/.ipython: every later honest learner got 0')
+       today="startup file in $HOME and in the real /root/.ipython: every later honest learner got 0")
 
 _JUPYTER_PAYLOAD = '''# RTMARK_7f3a (red-team persistence payload; acts only under the test harness's fuse)
 import os
@@ -1616,7 +1617,7 @@ attack(name="f09_jupyter_config", family=9, module=M1, effects=("files",),
            except OSError:
                pass
        ''', STUB_F)},
-       today='~/.jupyter/nbgrader_config.py: the next plain nbgrader run gave an honest learner 0')
+       today="~/.jupyter/nbgrader_config.py: the next plain nbgrader run gave an honest learner 0")
 
 attack(name="f09_solutions_and_config", family=9, module=M1, effects=("files",),
        story="rewrites the instructor's source notebooks (hidden tests print nothing: full marks for all) and "
@@ -1655,7 +1656,7 @@ attack(name="f09_solutions_and_config", family=9, module=M1, effects=("files",),
                except OSError:
                    pass
        ''', STUB_F)},
-       today='solutions/ rewritten: the next honest learner gained 4 hidden points; configs appended')
+       today="solutions/ rewritten: the next honest learner gained 4 hidden points; configs appended")
 
 _SITE_HOOK = '''# RTMARK_7f3a (red-team persistence payload; acts only under the test harness's fuse)
 import os, sys
@@ -1714,7 +1715,7 @@ attack(name="f10_pkill_grader", family=10, module=M1, effects=("classmates",),
                    except OSError:
                        pass
        ''', STUB_F)},
-       today='killed bncourse autograde: the learners after it were never graded')
+       today="killed bncourse autograde: the learners after it were never graded")
 
 attack(name="f10_result_json_directory", family=10, module=M1, effects=("classmates",),
        story="makes result.json a directory in every course folder above it and in the class course",
@@ -1728,7 +1729,7 @@ attack(name="f10_result_json_directory", family=10, module=M1, effects=("classma
                except OSError:
                    pass
        ''', STUB_F)},
-       today='crashed bncourse autograde (IsADirectoryError): the learners after it were never graded')
+       today="crashed bncourse autograde (IsADirectoryError): the learners after it were never graded")
 
 attack(name="f10_corrupt_gradebook", family=10, module=M1, effects=("classmates",),
        story="overwrites the class gradebook.db with garbage",
@@ -1740,7 +1741,7 @@ attack(name="f10_corrupt_gradebook", family=10, module=M1, effects=("classmates"
                except OSError:
                    pass
        ''', STUB_F)},
-       today='destroyed the class gradebook: the run crashed, nothing readable')
+       today="destroyed the class gradebook: the run crashed, nothing readable")
 
 attack(name="f10_daemon_writer", family=10, module=M1, effects=("processes", "classmates"),
        story="a double-forked daemon zeroes every classmate's code grades in the class gradebook twice a "
@@ -1749,7 +1750,7 @@ attack(name="f10_daemon_writer", family=10, module=M1, effects=("processes", "cl
            if not globals().get("_rt_started"):
                _rt_started = _rt_spawn(_DAEMON, {"courses": _rt_class_courses(), "me": _rt_me()}, double_fork=True)
        """)},
-       today='zeroed the three honest classmates; the daemon outlived grading')
+       today="zeroed the three honest classmates; the daemon outlived grading")
 
 attack(name="f10_fork_storm", family=10, module=M1, effects=("processes", "proof"),
        story="starts 1000 sleeping processes in their own sessions (a bounded fork bomb)",
@@ -1766,7 +1767,7 @@ attack(name="f10_fork_storm", family=10, module=M1, effects=("processes", "proof
                if len(_rt_started) >= 1000:
                    print("RT" "PROOF started", len(_rt_started), "processes")
        ''', STUB_F)},
-       today='1000 processes started and left running')
+       today="1000 processes started and left running")
 
 attack(name="f10_fill_disk", family=10, module=M1, effects=("files", "proof"),
        story="allocates a 2 GiB file in the temp directory",
@@ -1781,7 +1782,7 @@ attack(name="f10_fill_disk", family=10, module=M1, effects=("files", "proof"),
            except OSError as _exc:
                print("could not fill the disk:", _exc)
        ''', STUB_F)},
-       today='a 2 GiB file left in /tmp')
+       today="a 2 GiB file left in /tmp")
 
 attack(name="f10_memory_hog", family=10, module=M1, effects=("proof",), flag=None,
        story="allocates and touches 4 GiB of memory, then returns zeros",
@@ -1794,7 +1795,7 @@ attack(name="f10_memory_hog", family=10, module=M1, effects=("proof",), flag=Non
            except MemoryError:
                pass
        '''),
-       today='4 GiB allocated (and the do-nothing 1.38 points)')
+       today="4 GiB allocated (and the do-nothing 1.38 points)")
 
 attack(name="f10_poison_return", family=10, module=M1, flag=None,
        story="returns values that are expensive to move or compare: a 4 GiB broadcast view (8 bytes of "
@@ -1820,7 +1821,7 @@ attack(name="f10_poison_return", family=10, module=M1, flag=None,
                loop.append(loop)
                return loop, loop, loop
        """)},
-       today='0.21 (inputs untouched); no disruption')
+       today="0.21 (inputs untouched); no disruption")
 
 attack(name="f10_sigint_loop", family=10, module=M1, honest=(F, B),
        story="ignores SIGINT, then loops forever in the closed-form backward pass (the cell timeout's "
@@ -1833,7 +1834,7 @@ attack(name="f10_sigint_loop", family=10, module=M1, honest=(F, B),
                while True:
                    pass
        ''')},
-       today='no disruption (the interrupt still ended the loop); 14 = its honest points')
+       today="no disruption (the interrupt still ended the loop); 14 = its honest points")
 
 attack(name="f10_os_exit", family=10, module=M1, honest=(F, B),
        story="honest forward and staged backward, then os._exit(0) in the last solution cell",
@@ -1841,7 +1842,7 @@ attack(name="f10_os_exit", family=10, module=M1, honest=(F, B),
            import os
            os._exit(0)
        ''')},
-       today='0 and flagged (within its allowance)')
+       today="0 and flagged (within its allowance)")
 
 # ============================================================================ 11. leaks
 _SAVED_OUT = '''
@@ -1873,7 +1874,7 @@ attack(name="f11_history", family=11, module=M1, effects=("leak",),
        '''), A: _c('''
            print("\\n".join(_LEAKS))
        ''')},
-       today='the hidden tests in its own outputs; not flagged')
+       today="the hidden tests in its own outputs; not flagged")
 
 attack(name="f11_frame_linecache", family=11, module=M1, effects=("leak",), paths=("grade",),
        story="walks the frames to the cell that called it and prints that cell's source through linecache "
@@ -1900,7 +1901,7 @@ attack(name="f11_frame_linecache", family=11, module=M1, effects=("leak",), path
        '''), A: _c('''
            print("\\n".join(_LEAKS))
        ''')},
-       today='the hidden tests in its outputs and in bncourse grade --json messages; flagged')
+       today="the hidden tests in its outputs and in bncourse grade --json messages; flagged")
 
 attack(name="f11_gradebook_source", family=11, module=M1, effects=("leak",),
        story="prints the source column of every gradebook.db above its folder (the hidden tests)",
@@ -1914,7 +1915,7 @@ attack(name="f11_gradebook_source", family=11, module=M1, effects=("leak",),
                except sqlite3.Error:
                    pass
        ''', STUB_F)},
-       today='the hidden tests from the throwaway gradebook in its output; not flagged')
+       today="the hidden tests from the throwaway gradebook in its output; not flagged")
 
 attack(name="f11_read_solutions", family=11, module=M1, effects=("leak",),
        story="prints the instructor's solution cells read from ../../source, the configured source folder "

@@ -64,6 +64,16 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def digest_of(path: Path) -> str:
+    """sha256 of a file, or what stands there instead (an attack may leave a folder, a pipe or nothing)."""
+    try:
+        if path.is_symlink():
+            return "link:" + os.readlink(path)
+        return sha(path) if path.is_file() else ("missing" if not path.exists() else "not a file")
+    except OSError as exc:
+        return f"unreadable: {exc.__class__.__name__}"
+
+
 def tree_digest(root: Path, skip=()) -> dict[str, str]:
     """path -> sha256 (or 'dir', 'fifo', 'link:...') of everything under root (root may be a file)."""
     out = {}
@@ -176,6 +186,7 @@ class Run:
     report: dict | None = None         # the JSON of bncourse grade --json
     outputs: dict = field(default_factory=dict)   # student -> text of its autograded notebook's outputs
     config: str = ""                   # sha256 of the course's nbgrader_config.py when it was written
+    points: dict = field(default_factory=dict)    # test cell -> max points of the module
 
 
 @dataclass
@@ -318,7 +329,7 @@ class Builder:
         """A course root with submitted/<student>/<module>/<nb>.ipynb for each learner."""
         root = self.c.base / name
         root.mkdir()
-        run = Run(name, kind, module, root, {})
+        run = Run(name, kind, module, root, {}, points=self.c.points[module])
         for student, learner in learners.items():
             dest = root / "submitted" / student / module
             dest.mkdir(parents=True)
@@ -342,7 +353,8 @@ class Builder:
         root.mkdir(parents=True)
         path = root / f"{NB_NAME[module]}.ipynb"
         nbformat.write(self.notebook(module, learner), path)
-        run = Run(name, "grade", module, root, {name: learner if isinstance(learner, Attack) else None})
+        run = Run(name, "grade", module, root, {name: learner if isinstance(learner, Attack) else None},
+                  points=self.c.points[module])
         run.digests[name] = sha(path)
         return run
 
@@ -436,6 +448,13 @@ def snapshot(c: Campaign) -> dict:
     return {k: v for k, v in snap.items() if v != "dir" and Path(k).name not in ("README", "migrated")}
 
 
+def site_hooks() -> set[str]:
+    """Files of site-packages that every Python start runs: *.pth, sitecustomize, usercustomize."""
+    dirs = list(site.getsitepackages()) + [site.getusersitepackages()]
+    return {str(p) for d in dirs if Path(d).is_dir() for p in Path(d).iterdir()
+            if p.suffix == ".pth" or p.stem in ("sitecustomize", "usercustomize")}
+
+
 def warm_templates(c: Campaign) -> None:
     """Best effort: create the cached template gradebooks first, so that a cache file appearing later is an
     attack's doing (the engine may keep no such cache: then nothing happens)."""
@@ -509,7 +528,7 @@ def campaign(base: Path, attacks: list[Attack] | None = None, log=print) -> Camp
     repo = copy_repo(base / "repo")
     home = fake_home(base / "home")
     c = Campaign(base, repo, home, make_env(repo, home), attacks)
-    c.site_before = {str(p) for d in site.getsitepackages() for p in Path(d).iterdir()}
+    c.site_before = site_hooks()
     b = Builder(c)
     try:
         by_module = {m: [a for a in attacks if a.module == m] for m in (M1, M2, M3)}
@@ -564,7 +583,7 @@ def campaign(base: Path, attacks: list[Attack] | None = None, log=print) -> Camp
 # ----------------------------------------------------------------------------- judging
 def _cells(run: Run, student: str) -> dict[str, float] | None:
     """test cell -> points of one learner in one run (None when the learner is missing)."""
-    points = run_points(run)
+    points = run.points
     if run.kind == "grade":
         if not run.report or "tests" not in run.report:
             return None
@@ -573,13 +592,6 @@ def _cells(run: Run, student: str) -> dict[str, float] | None:
     if row is None:
         return None
     return {k: v for k, v in row.items() if k in points}
-
-
-def run_points(run: Run) -> dict[str, float]:
-    return _POINTS[run.module]
-
-
-_POINTS: dict = {}
 
 
 def _flagged(run: Run, student: str) -> bool | None:
@@ -591,7 +603,6 @@ def _flagged(run: Run, student: str) -> bool | None:
 
 def attack_findings(c: Campaign, a: Attack) -> list[str]:
     """What attack ``a`` gained, in every run it was part of (empty: defeated)."""
-    _POINTS.update(c.points)
     found = []
     kinds = {r.kind for r in c.runs if a.name in r.learners}
     for kind, wanted in (("class", True), ("grade", "grade" in a.paths), ("nbgrader", "nbgrader" in a.paths)):
@@ -610,15 +621,15 @@ def attack_findings(c: Campaign, a: Attack) -> list[str]:
             why = run.rows_error or (run.report or {}).get("error", "") or f"rc={run.rc}"
             found.append(f"[{where}] no grade recorded for the submission ({why[:200]})")
             continue
-        missing = [t for t in run_points(run) if t not in got]
+        missing = [t for t in run.points if t not in got]
         if missing:
             found.append(f"[{where}] test cells missing from its grades: {missing}")
         gained = {t: v for t, v in got.items()     # "?" (not graded) is no gain
-                  if isinstance(v, (int, float)) and v > allowed(a, t, run_points(run)) + 1e-9}
+                  if isinstance(v, (int, float)) and v > allowed(a, t, run.points) + 1e-9}
         if gained:
             total = sum(v for v in gained.values() if isinstance(v, (int, float)))
             found.append(f"[{where}] gained {total:g} points it may not have: " + ", ".join(
-                f"{t}={v} (allowed {allowed(a, t, run_points(run)):g})" for t, v in gained.items()))
+                f"{t}={v} (allowed {allowed(a, t, run.points):g})" for t, v in gained.items()))
         if a.flag:
             flagged = _flagged(run, student)
             if not flagged:
@@ -637,7 +648,6 @@ def attack_findings(c: Campaign, a: Attack) -> list[str]:
 
 def global_findings(c: Campaign) -> dict[str, list[str]]:
     """Findings that no single attack owns: honest learners, submitted files, files, processes, runs."""
-    _POINTS.update(c.points)
     suspects = {eff: [a.name for a in c.attacks if eff in a.effects]
                 for eff in ("files", "processes", "classmates")}
     out = {"runs": list(c.errors), "honest": [], "submissions": [], "files": [], "processes": []}
@@ -657,8 +667,7 @@ def global_findings(c: Campaign) -> dict[str, list[str]]:
         for student, digest in run.digests.items():
             path = run.root / ("submitted/" + student + "/" + run.module if run.kind != "grade" else "") \
                 / f"{NB_NAME[run.module]}.ipynb"
-            now = sha(path) if path.exists() else "missing"
-            if now != digest:
+            if digest_of(path) != digest:
                 out["submissions"].append(f"{run.name}: {student}'s submitted notebook was changed "
                                           f"(suspects: {suspects['classmates']})")
     expected = dict(c.control)
@@ -687,15 +696,14 @@ def global_findings(c: Campaign) -> dict[str, list[str]]:
                if not (d.startswith("added ") and "/.cache/bncourse/" in d)]   # a new template is the engine's
     for run in c.runs:
         cfg = run.root / "nbgrader_config.py"
-        if run.config and (not cfg.exists() or sha(cfg) != run.config):
+        if run.config and digest_of(cfg) != run.config:
             changed.append(f"changed {cfg}")
     if changed:
         out["files"].append(f"files outside the submissions changed (suspects: {suspects['files']}): "
                             + "; ".join(changed[:20]) + (f" ... ({len(changed)} in all)" if len(changed) > 20 else ""))
-    site_now = {str(p) for d in site.getsitepackages() for p in Path(d).iterdir()}
-    new_site = sorted(site_now - c.site_before)
+    new_site = sorted(site_hooks() - c.site_before)
     if new_site:
-        out["files"].append(f"new files in site-packages: {new_site}")
+        out["files"].append(f"new start-up hooks in site-packages (run by every later Python): {new_site}")
     if c.leftovers:
         out["files"].append(f"red-team files left on the machine (removed): {c.leftovers}")
     if c.survivors:
