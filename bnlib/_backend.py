@@ -107,6 +107,7 @@ class Backend(Protocol):
     def channels_view(self, x, channels_last=None): ...  # (N, C, *spatial) -> (samples, C, positions), see torch's
     def from_channels(self, a3, shape, channels_last=False): ...  # channels_view's inverse, to x's shape
     def ncl_view(self, x): ...                   # (N, C, *spatial) -> (N, C, L), always
+    def channels_last(self, x) -> bool: ...      # a torch channels_last(_3d) tensor (never for NumPy)
     def sum(self, a, axes, dtype=None): ...
 
     def channel_sum(self, a):
@@ -584,8 +585,8 @@ class TorchBackend:
     def channels_view(self, x, channels_last=None):
         """(N, C, L) for contiguous x; for channels_last(_3d) x (or ``channels_last=True``, to view dy as x
         was) the (N * L, C, 1) view of its (N, *spatial, C) memory: every position is a sample of its
-        channel and per-channel sums run down contiguous columns, which torch's reductions (eager and
-        compiled) do much faster."""
+        channel and per-channel sums run down contiguous columns (measured on par with the strided
+        (N, C, L) view in both routes on this project's CPU; it keeps channels_last a plain layout)."""
         if self.channels_last(x) if channels_last is None else channels_last:
             return x.movedim(1, -1).reshape(-1, x.shape[1], 1)
         return self.ncl_view(x)

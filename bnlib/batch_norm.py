@@ -11,11 +11,12 @@ Conventions follow PyTorch's ``torch.nn.functional.batch_norm``:
 * ``momentum`` weights the NEW statistic: ``running = (1 - momentum) * running + momentum * batch``;
 * ``eps`` is added inside the square root.
 
-The maths below is written once over x viewed as (N, C, L) (L = product of the spatial sizes) with
-per-channel (C, 1) columns; :meth:`bnlib._backend.Backend.per_channel` hides the cache blocking and
-threads (NumPy) or the fusion (torch.compile). Statistics are two-pass within each block, and blocks are
-merged with the pairwise update of Chan, Golub and LeVeque (1979), so a mean far from zero keeps its
-precision. float16 and bfloat16 inputs are computed in float32.
+The maths below is written once over x viewed as (samples, C, positions) (N, C, L) with L the product of
+the spatial sizes, or (N * L, C, 1) for a channels_last tensor) with per-channel (C, 1) columns;
+:meth:`bnlib._backend.Backend.per_channel` hides the cache blocking and threads (NumPy) or the fusion
+(torch.compile). Statistics use the corrected two-pass algorithm within each block, and blocks are merged
+with the pairwise update of Chan, Golub and LeVeque (1979), so a mean far from zero keeps its precision.
+float16 and bfloat16 inputs are computed in float32.
 """
 from __future__ import annotations
 
