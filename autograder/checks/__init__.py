@@ -230,18 +230,23 @@ class Report:
     every required sub-test passed. Properties that a function doing nothing also has (inputs left
     untouched, gradient invariants, unchanged buffers, the right class structure) require the sub-test of
     the main behaviour, so that no credit comes without the output itself being right.
+
+    An ``essential`` sub-test checks that the layer works at all (its main behaviour, at a tolerance a
+    working layer meets easily). If one fails, the layer is broken for training or inference and the cell
+    scores 0, whatever else passes: points follow how much a mistake breaks the layer (course/grading.md).
     """
 
     title: str
     points: float
-    entries: list = field(default_factory=list)   # [name, weight, passed, line, requires]
+    entries: list = field(default_factory=list)   # [name, weight, passed, line, requires, essential]
     skipped: int = 0
     zeroed: str | None = None
 
-    def run(self, name: str, weight: float, test: Callable[[], str | None], requires=()) -> bool:
+    def run(self, name: str, weight: float, test: Callable[[], str | None], requires=(),
+            essential: bool = False) -> bool:
         """Run one sub-test; ``test`` returns an optional detail string or raises CheckFailure."""
         requires = (requires,) if isinstance(requires, str) else tuple(requires)
-        entry = [name, weight, False, "", requires]
+        entry = [name, weight, False, "", requires, essential]
         self.entries.append(entry)
         if self.skipped:
             self.skipped += 1
@@ -264,8 +269,12 @@ class Report:
         self.zeroed = reason
         return self.finish()
 
+    def broken(self) -> str | None:
+        """The first essential sub-test that failed (the layer does not work yet), if any."""
+        return next((e[0] for e in self.entries if e[5] and not e[2]), None)
+
     def score(self) -> float:
-        if self.zeroed is not None:
+        if self.zeroed is not None or self.broken() is not None:
             return 0.0
         passed = {e[0] for e in self.entries if e[2]}
         total = sum(e[1] for e in self.entries)
@@ -280,7 +289,10 @@ class Report:
             print(f"  FAIL  {self.zeroed}")
             return score
         passed = {e[0] for e in self.entries if e[2]}
-        for name, _, ok, line, requires in self.entries:
+        if self.broken() is not None:
+            print(f"  No points yet: \"{self.broken()}\" must work first (the layer is broken without it). "
+                  "What else passes is listed, and counts once it works.")
+        for name, _, ok, line, requires, _essential in self.entries:
             if not line:
                 continue
             missing = [r for r in requires if r not in passed]
