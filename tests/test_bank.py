@@ -31,14 +31,26 @@ def test_bank_is_large_and_covers_every_graded_function(module):
     assert {b.grade_id for b in bank.BUGS} == set(solution_sources(bank.ASSIGNMENT))
 
 
+SINGLE_LAYER = {"m01", "m02"}   # modules about one layer: a mistake that breaks it fails the module
+
+
 @pytest.mark.parametrize("module,bug", CASES, ids=[f"{m}-{b.name}" for m, b in CASES])
-def test_every_bug_loses_points_on_its_own_function(module, bug):
+def test_every_bug_loses_points_as_much_as_it_breaks_the_layer(module, bug):
+    """course/grading.md: a mistake that breaks the layer keeps < 30% of its function's points (and, in a
+    module about one layer, < 70% of the module: under the certificate bar); a slip keeps >= 40%."""
     bank = BANKS[module]
     result = grade_in_process(bank.ASSIGNMENT, apply_bug(solution_sources(bank.ASSIGNMENT), bug))
     got, top = totals(result)
     assert got < top, f"{bug.name} ({bug.mistake}) kept full marks"
     own = [v for k, v in result.items() if k in (f"test_{bug.grade_id}", f"test_{bug.grade_id}_hidden")]
-    assert own and sum(v[0] for v in own) < sum(v[1] for v in own), f"{bug.name} lost nothing on {bug.grade_id}"
+    own_got, own_top = sum(v[0] for v in own), sum(v[1] for v in own)
+    assert own and own_got < own_top, f"{bug.name} lost nothing on {bug.grade_id}"
+    if bug.breaks:
+        assert own_got < 0.3 * own_top, f"{bug.name} breaks the layer yet keeps {own_got:g}/{own_top:g}"
+        if module in SINGLE_LAYER:
+            assert got < 0.7 * top, f"{bug.name} breaks the layer yet keeps {got:g}/{top:g} of the module"
+    else:
+        assert own_got >= 0.4 * own_top, f"{bug.name} is a slip yet keeps only {own_got:g}/{own_top:g}"
 
 
 @pytest.mark.parametrize("module,name", VARIANTS, ids=[f"{m}-{n}" for m, n in VARIANTS])

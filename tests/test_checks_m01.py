@@ -53,7 +53,7 @@ def test_check_returns_a_python_float_and_never_writes_stderr():
 
 def test_partial_credit_is_a_fraction_of_the_points():
     ns = {}
-    exec(apply_bug(SOURCES, next(b for b in BUGS if b.name == "running_var_biased"))["batchnorm_forward"],
+    exec(apply_bug(SOURCES, next(b for b in BUGS if b.name == "eps_outside_sqrt"))["batchnorm_forward"],
          {"np": np}, ns)
     with contextlib.redirect_stdout(io.StringIO()):
         score = check_batchnorm_forward(ns["batchnorm_forward"], points=3)

@@ -34,7 +34,7 @@ NB = grading.notebook_name(A)
 BIN = Path(sys.executable).parent
 REF = {k: strip_markers(v) for k, v in solution_sources(A).items()}
 HOSTILE = next(s for s in samples() if s.student == "hal")   # overwrites gradebooks it finds, kills its kernel
-AUTO_MAX = 19.0
+AUTO_MAX = 21.0
 
 
 def sh(*args, cwd, env=None, check=True):
@@ -155,7 +155,7 @@ def test_bncourse_honours_the_course_configuration(tmp_path):
     assert not (root / "gradebook.db").exists(), "the course's db_url must be used, not a new gradebook.db"
     rows = totals(root, cfg)
     assert rows["early"]["total"] == AUTO_MAX and "late" not in rows["early"]["status"]
-    assert "late (-19)" in rows["late"]["status"], rows["late"]          # zero points: the whole score off
+    assert "late (-21)" in rows["late"]["status"], rows["late"]          # zero points: the whole score off
     with store.open_gradebook(f"sqlite:///{other}", COURSE_ID) as gb:
         assert gb.find_submission(A, "late").timestamp is not None
 

@@ -19,12 +19,19 @@ from ..grading import notebook_name
 
 @dataclass(frozen=True)
 class Bug:
-    """A known mistake: ``edits`` applied to the solution cell ``grade_id``."""
+    """A known mistake: ``edits`` applied to the solution cell ``grade_id``.
+
+    ``breaks``: the mistake breaks the layer for training or inference (a wrong formula, statistics or
+    gradient), as opposed to a slip (eps placement, an edge case, a side effect, one parameter's gradient).
+    The grading policy (course/grading.md) gives a breaking mistake less than 30% of its function's
+    points and a slip at least 40%; tests/test_bank.py holds every bank to it.
+    """
 
     name: str
     grade_id: str
     edits: tuple[tuple[str, str], ...]
     mistake: str
+    breaks: bool = True
 
 
 def source_notebook(assignment: str) -> nbformat.NotebookNode:

@@ -195,8 +195,31 @@ def check_batchnorm_function(BatchNormFunction, points: float = 4.0, hidden: boo
 
 
 # ----------------------------------------------------------------------------- BatchNorm2d
-def check_batchnorm2d(BatchNorm2d, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
-    """Grade the learner's ``BatchNorm2d`` module against ``torch.nn.BatchNorm2d``."""
+def _normalizes(outputs, inputs, modes, state) -> bool:
+    """True when each training output is ``weight * (x - mean) / s + bias`` per channel with one s > 0 per
+    channel: a batch norm, perhaps with wrong statistics (not zeros, not the input)."""
+    w = state["weight"].double().view(1, -1, 1, 1)
+    b = state["bias"].double().view(1, -1, 1, 1)
+    for y, x, mode in zip(outputs, inputs, modes):
+        if mode != "train" or type(y) is not torch.Tensor or y.shape != x.shape or torch.any(w == 0):
+            continue
+        z = ((y.double() - b) / w).transpose(0, 1).reshape(x.shape[1], -1)
+        xc = x.double().transpose(0, 1).reshape(x.shape[1], -1)
+        xc = xc - xc.mean(1, keepdim=True)
+        s = (xc * z).sum(1, keepdim=True) / (z * z).sum(1, keepdim=True).clamp_min(1e-300)
+        if torch.any(s <= 0) or (xc - s * z).abs().max() > 1e-6 * xc.abs().max():
+            return False
+    return True
+
+
+def check_batchnorm2d(BatchNorm2d, BatchNormFunction=None, points: float = 3.0, hidden: bool = False,
+                      seed: int = 0) -> float:
+    """Grade the learner's ``BatchNorm2d`` module against ``torch.nn.BatchNorm2d``.
+
+    Given the learner's ``BatchNormFunction`` too, a module that is wired right around a wrong Function
+    (the Function's own tests take those points) is credited: the module is compared with what torch's
+    wiring gives around the learner's Function, when that Function is at least a per-channel normalization.
+    """
     report = Report("BatchNorm2d" + (" (hidden tests)" if hidden else ""), points)
     if (z := guard(report, BatchNorm2d, roots=ROOTS, attrs=TORCH_BN, how="with your BatchNormFunction")) is not None:
         return z
@@ -239,6 +262,23 @@ def check_batchnorm2d(BatchNorm2d, points: float = 3.0, hidden: bool = False, se
         ref = proc.module_steps(torch.nn.BatchNorm2d, **args)
         if not got.get("is_module"):
             raise CheckFailure("BatchNorm2d(...) must be a torch.nn.Module")
+        try:
+            same(got, ref, modes, n_train, n_eval, channels_last, tol)
+        except CheckFailure:
+            if BatchNormFunction is None:
+                raise
+            wired = run_procedure(proc.wired_steps, BatchNormFunction, **args)
+            if type(wired) is not dict or not _normalizes(wired.get("outputs", []), xs, modes, state):
+                raise
+            try:
+                same(got, wired, modes, n_train, n_eval, channels_last, tol)
+            except CheckFailure:
+                raise
+            shared["state"], shared["ref_state"] = got["state"], ref["state"]
+            return "wired right around your BatchNormFunction, which is wrong (see its tests)"
+        shared["state"], shared["ref_state"] = got["state"], ref["state"]
+
+    def same(got, ref, modes, n_train, n_eval, channels_last, tol):
         for i, mode in enumerate(modes):
             compare(f"the {mode}-mode output at step {i + 1}", got["outputs"][i], ref["outputs"][i].detach().numpy(),
                     tol, "eval mode must use the running statistics" if mode == "eval" else None)
@@ -252,7 +292,6 @@ def check_batchnorm2d(BatchNorm2d, points: float = 3.0, hidden: bool = False, se
         compare("weight.grad", got.get("weight_grad"), ref["weight_grad"].numpy(), tol * 10)
         if channels_last and got["channels_last"] != ref["channels_last"]:
             raise CheckFailure("the output of a channels_last input should stay channels_last")
-        shared["state"], shared["ref_state"] = got["state"], ref["state"]
 
     def uses_function():
         name = run_procedure(proc.module_grad_fn, BatchNorm2d, num_features=3, x=_case(gen, (2, 3, 2, 2))[0])

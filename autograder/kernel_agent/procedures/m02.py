@@ -125,3 +125,31 @@ def tiny_net(Cls, state, x, target, steps, lr):
     with torch.no_grad(), stage("eval forward"):
         out = net(x)
     return {"losses": losses, "eval_output": out}
+
+
+def wired_steps(Fn, num_features, kwargs, state, modes, inputs, cotangents):
+    """What ``torch.nn.BatchNorm2d``'s wiring gives around the learner's own ``Fn``: parameters and
+    buffers from ``state``, ``num_batches_tracked`` counted in training mode, buffers updated by ``Fn`` in
+    place, eval mode passing the running statistics. Same observations as :func:`module_steps`."""
+    eps, momentum = kwargs.get("eps", 1e-5), kwargs.get("momentum", 0.1)
+    w = state["weight"].detach().clone().double().requires_grad_()
+    b = state["bias"].detach().clone().double().requires_grad_()
+    rm, rv = state["running_mean"].clone().double(), state["running_var"].clone().double()
+    nbt = state["num_batches_tracked"].clone()
+    outputs, dxs, formats = [], [], []
+    for mode, x, dy in zip(modes, inputs, cotangents):
+        training = mode == "train"
+        if training:
+            nbt += 1
+        xl = x.detach().clone().requires_grad_()
+        with stage("BatchNormFunction.apply"):
+            y = Fn.apply(xl, w, b, rm, rv, training, momentum, eps)
+        if isinstance(y, torch.Tensor):
+            with stage("BatchNormFunction.backward"):
+                y.backward(dy)
+            formats.append(bool(y.is_contiguous(memory_format=torch.channels_last)))
+        outputs.append(y)
+        dxs.append(xl.grad)
+    return {"is_module": True, "outputs": outputs, "dx": dxs, "channels_last": formats,
+            "state": {"weight": w.detach(), "bias": b.detach(), "running_mean": rm, "running_var": rv,
+                      "num_batches_tracked": nbt}, "weight_grad": w.grad}
