@@ -77,6 +77,14 @@ def release(check, assignments):
 
 
 # ----------------------------------------------------------------------------- grade one notebook
+def _model_answers(assignment: str) -> dict[str, str]:
+    """grade_id -> the instructor's answer to each written question (solutions/ only)."""
+    source = SOLUTIONS / assignment / f"{grading.notebook_name(assignment)}.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: c.source.strip() for c in nb.cells if c.cell_type == "markdown"
+            and c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("solution")}
+
+
 def _find_assignment(path: Path, assignment: str | None) -> str:
     """The assignment a notebook belongs to: named, else told by its cells' nbgrader grade_ids (so a renamed
     copy works), else by its file name."""
@@ -135,6 +143,12 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
                    max_points=float(g["max_score"]),
                    message="graded by hand" if g["needs_manual_grade"] else "not answered")
               for g in res.grades if g["cell_type"] != "code"]
+    if not visible_only:
+        # self-check: for a written answer you gave, the instructor's model answer (never in the release)
+        answers = _model_answers(a)
+        for m in manual:
+            if m["points"] is None and m["grade_id"] in answers:
+                m["model_answer"] = answers[m["grade_id"]]
     out = dict(total=round(sum(t["points"] for t in tests), 4), max_total=sum(t["max_points"] for t in tests),
                tests=tests, manual=manual, flags=res.flags, sandboxed=res.sandboxed, sandbox=res.sandbox,
                hidden_tests="not run here: they run when your instructor grades" if visible_only else "included")
@@ -156,6 +170,10 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
     for t in tests:
         if t["points"] < t["max_points"] and t["message"]:
             click.echo(f"\n{t['message']}")
+    for m in manual:
+        if m.get("model_answer"):
+            click.echo(f"\nSelf-check of your written answer {m['grade_id']} ({m['max_points']:g} points by hand "
+                       f"in a class). The model answer:\n{m['model_answer']}")
     for f in res.flags:
         click.echo(f"flagged for review: {f}")
     if visible_only:

@@ -144,7 +144,8 @@ def test_grade_one_notebook_json(tmp_path):
     released = nbformat.read(RELEASE / ASSIGNMENT / f"{NB}.ipynb", as_version=4)
     ref = {k: strip_markers(v) for k, v in solution_sources(ASSIGNMENT).items()}
     bug = next(b for b in BUGS if b.name == "running_var_biased")
-    nbformat.write(build(released, Sample("x", "", sources=apply_bug(ref, bug))), nb_path)
+    nbformat.write(build(released, Sample("x", "", sources=apply_bug(ref, bug),
+                                          answers={"q_batch_size": "GroupNorm, since m = 2 is too few."})), nb_path)
     proc = run("grade", str(nb_path), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
@@ -155,6 +156,10 @@ def test_grade_one_notebook_json(tmp_path):
         assert isinstance(t["points"], float) and 0 <= t["points"] <= t["max_points"]
     fwd = next(t for t in out["tests"] if t["grade_id"] == "test_batchnorm_forward")
     assert "running_var must be updated with the unbiased" in fwd["message"]
+    # self-check: the model answer of a written answer given, and only of one given
+    answered = {m["grade_id"]: m for m in out["manual"]}
+    assert "With m = 2" in answered["q_batch_size"]["model_answer"]
+    assert "model_answer" not in answered["q_inference_mode"]
 
 
 def test_grade_exits_zero_on_a_broken_notebook(tmp_path):
