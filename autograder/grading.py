@@ -222,6 +222,7 @@ def _cell_messages(nb) -> dict[str, str]:
 def _grade_child(workdir: str, assignment: str, student: str, cfg, duedate) -> None:
     """Runs in a forked process: nbgrader autograde in the throwaway course at ``workdir``."""
     os.setsid()  # own process group: the parent can kill us and the kernel together
+    _one_thread()
     root = Path(workdir)
     log = os.open(root / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
@@ -252,6 +253,22 @@ def _grade_child(workdir: str, assignment: str, student: str, cfg, duedate) -> N
         out["error"] = f"{type(exc).__name__}: {exc}"
     (root / "result.json").write_text(json.dumps(out, default=str))
     os._exit(0)
+
+
+def _one_thread() -> None:
+    """One compute thread per grading process: with several grading processes on few cores, OpenMP and
+    BLAS pools of their own would oversubscribe the CPU (threads spin-waiting for each other made rounds of
+    two workers erratic)."""
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except Exception:  # noqa: BLE001 - torch absent or already configured
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _prepare(workdir: Path, template: Path, assignment: str, submission_dir: Path, student: str) -> None:
