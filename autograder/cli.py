@@ -444,4 +444,4 @@ def demo(course_dir, jobs, timeout):
     results, seconds, cfg = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
     _report(course, ASSIGNMENT, results, seconds, cfg)
     click.echo(f"\nnbgrader works on this course as usual, e.g.:\n  cd {course} && nbgrader generate_feedback "
-               f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make lab`).")
+               f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make instructor-lab`; class report: `bncourse report`).")
