@@ -36,6 +36,7 @@ from .weight_norm import weight_norm_forward
 from ._legacy import (BatchNormSaved, NormSaved, batch_norm_forward, batch_renorm_forward,  # noqa: E402
                       ghost_batch_norm_forward, group_norm_forward, instance_norm_forward, layer_norm_forward,
                       weight_norm, weight_norm_backward)
+from .masked import masked_batch_norm_backward, masked_batch_norm_forward  # noqa: E402  (padded sequences, Module 05)
 
 __all__ = [
     "Saved",
