@@ -23,6 +23,9 @@ BUGS = [
     Bug("ln_bwd_sums_over_batch", LB, (("dxhat.sum(axis=1, keepdims=True)", "dxhat.sum(axis=0, keepdims=True)"),
                                        ("(dxhat * xhat).sum(axis=1, keepdims=True)", "(dxhat * xhat).sum(axis=0, keepdims=True)")),
         "the batch-norm backward (sums over the batch) applied to layer norm"),
+    Bug("ln_bwd_gamma_factored_out", LB, (("dxhat = dout * gamma", "dxhat = dout"),
+                                          (") / (D * std)", ") * gamma / (D * std)")),
+        "Module 01's closed form with the axes swapped and gamma factored out (gamma varies along the summed axis)"),
     # ---- group norm
     Bug("gn_instance_norm", GF, (("xg = x.reshape(N, G, -1)", "xg = x.reshape(N, C, -1)"),),
         "statistics per channel (instance norm)"),

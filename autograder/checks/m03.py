@@ -115,9 +115,10 @@ def _own_units(x, out, g, b, dout, units, params):
 
 
 def _backward_case(rng, fwd, bwd, name, make, ref_fwd, ref_bwd, dtype, tol, fwd_args, units, params, broadcast,
-                   parts=("dx", "dgamma", "dbeta")):
+                   parts=("dx", "dgamma", "dbeta"), dx_hints=None):
     """One case of a backward check: the parts asked for, right against the reference, or (the forward
-    pass being wrong) right for the normalization the forward pass computes."""
+    pass being wrong) right for the normalization the forward pass computes. ``dx_hints(x, gamma, dout)``
+    (float64) gives (dx of a known mistake, message) pairs, named before the generic hints."""
     x, g, b = make()
     x, g, b = (a.astype(dtype) for a in (x, g, b))
     out, cache = _pair(call_learner(fwd, x, g, b, *fwd_args), getattr(fwd, "__name__", "forward"))
@@ -146,7 +147,9 @@ def _backward_case(rng, fwd, bwd, name, make, ref_fwd, ref_bwd, dtype, tol, fwd_
         dx64 = as_array("dx", dx).astype(np.float64)
     except CheckFailure:
         pass
-    if dx64 is not None and dx64.shape == x.shape and \
+    if dx_hints is not None:
+        hints["dx"] = likely_cause(dx, dx_hints(x.astype(np.float64), g.astype(np.float64), dout64))
+    if hints["dx"] is None and dx64 is not None and dx64.shape == x.shape and \
             np.abs(units(dx64).sum(1)).max() > 1e-6 * np.abs(units(dx64)).sum(1).max():
         hints["dx"] = "dx must sum to 0 over each normalized group of values: the mean term is missing or wrong."
     got = {"dx": dx, "dgamma": dg, "dbeta": db}
@@ -173,6 +176,16 @@ def _backward_case(rng, fwd, bwd, name, make, ref_fwd, ref_bwd, dtype, tol, fwd_
     return f"relative error of dx {norm_rel_error(dx, dx_r):.1e}" if "dx" in parts else None
 
 
+def _ln_backward_hints(x, g, dout, eps=1e-5):
+    d = x.shape[1]
+    std = np.sqrt(x.var(1, keepdims=True) + eps)
+    xhat = (x - x.mean(1, keepdims=True)) / std
+    factored = g * (d * dout - dout.sum(1, keepdims=True) - xhat * (dout * xhat).sum(1, keepdims=True)) / (d * std)
+    return [(factored, "gamma was factored out of the sums (Module 01's closed form with the axes swapped). "
+                       "In layer norm the sums run over the features, along which gamma varies: form "
+                       "dxhat = dout * gamma first and sum dxhat, not dout, over each row.")]
+
+
 def check_layernorm_backward(layernorm_forward, layernorm_backward, points=2.0, hidden=False, seed=0) -> float:
     report = Report("layernorm_backward" + (" (hidden tests)" if hidden else ""), points)
     if (z := guard(report, layernorm_backward)) is not None:
@@ -184,7 +197,8 @@ def check_layernorm_backward(layernorm_forward, layernorm_backward, points=2.0, 
         ref_fwd = lambda x, g, b: bnlib.layer_norm_forward(x, d, g, b)  # noqa: E731
         return _backward_case(rng, layernorm_forward, layernorm_backward, "layernorm_backward", make, ref_fwd,
                               bnlib.layer_norm_backward, dtype, tol, (1e-5,), units=lambda a: a.reshape(n, d),
-                              params=lambda a: a.sum(0), broadcast=lambda v: v.reshape(1, d), parts=parts)
+                              params=lambda a: a.sum(0), broadcast=lambda v: v.reshape(1, d), parts=parts,
+                              dx_hints=_ln_backward_hints)
 
     if not hidden:
         works = "backward works: dx for x of shape (6, 5)"
