@@ -186,13 +186,18 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
 
 # ----------------------------------------------------------------------------- autograde a class
 def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | None, wall_limit: float,
-                    students=(), sandbox: str | None = None):
+                    students=(), sandbox: str | None = None, force: bool = True, db_url: str | None = None):
     """Grade course/submitted/<student>/<assignment>/ (all students, or ``students``) with the course's
-    nbgrader configuration and merge the results into its gradebook."""
+    nbgrader configuration and merge the results into its gradebook, one at a time as they finish (an
+    interrupted run leaves a consistent gradebook). Without ``force``, a submission whose files, the
+    assignment's source, the course configuration and the grader are unchanged since it was graded is
+    skipped. Returns (results, seconds, cfg, skipped)."""
     from tqdm import tqdm
     cfg = grading.course_config(course)
     if sandbox:
         cfg.SandboxedExecute.sandbox = sandbox
+    if db_url:
+        cfg.CourseDirectory.db_url = db_url
     submitted = course / cfg.CourseDirectory.get("submitted_directory", "submitted")
     subs = {p.parent.name: p for p in sorted(submitted.glob(f"*/{assignment}")) if p.is_dir()}
     if students:
@@ -203,18 +208,32 @@ def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | Non
     if not subs:
         raise click.UsageError(f"no submissions under {submitted}/*/{assignment}/")
     grading.ensure_assignment(course, assignment, cfg)
+    keep = course / cfg.CourseDirectory.get("autograded_directory", "autograded")
+    version = grading.grader_version(assignment)
+    digests = {s: grading.input_digest(assignment, p, cfg, course, version) for s, p in subs.items()}
+    skipped = []
+    if not force:
+        graded = {r[0] for r in grading.gradebook_rows(course, assignment, cfg)[1]}
+        skipped = sorted(s for s in subs if s in graded and grading.recorded_digest(keep, s, assignment) == digests[s])
+        subs = {k: v for k, v in subs.items() if k not in skipped}
     results = []
     t0 = time.perf_counter()
-    keep = course / cfg.CourseDirectory.get("autograded_directory", "autograded")
     with tqdm(total=len(subs), desc=f"autograde {assignment}", unit="submission", file=sys.stdout) as bar:
         def progress(res):
             bar.set_postfix_str(f"{res.student}: {'ok' if res.success else 'FAILED'}")
             bar.update()
-        for res in grading.grade_many(assignment, subs, jobs=jobs, timeout=timeout, wall_limit=wall_limit,
-                                      progress=progress, keep=keep, course=course, cfg=cfg):
-            grading.merge(course, assignment, res, cfg)
-            results.append(res)
-    return results, time.perf_counter() - t0, cfg
+        try:
+            for res in grading.grade_many(assignment, subs, jobs=jobs, timeout=timeout, wall_limit=wall_limit,
+                                          progress=progress, keep=keep, course=course, cfg=cfg):
+                grading.merge(course, assignment, res, cfg)
+                grading.write_record(keep, res, assignment, digests[res.student], subs[res.student])
+                results.append(res)
+        except KeyboardInterrupt:
+            bar.close()
+            click.echo(f"\nInterrupted: {len(results)} of {len(subs)} submission(s) graded and recorded; the "
+                       "gradebook is consistent. Run the same command again to grade the rest.")
+            sys.exit(130)
+    return results, time.perf_counter() - t0, cfg, skipped
 
 
 def _report(course: Path, assignment: str, results, seconds: float, cfg=None) -> None:
@@ -238,7 +257,8 @@ def _report(course: Path, assignment: str, results, seconds: float, cfg=None) ->
     elif boxes:
         click.echo("\nLearner code ran " + boxes[0].split(" (")[0] + " (bubblewrap: own uid, no network, no course files).")
     n = len(results)
-    click.echo(f"{n} submission(s) graded in {seconds:.1f} s ({seconds / max(n, 1):.1f} s per submission).")
+    if n:
+        click.echo(f"{n} submission(s) graded in {seconds:.1f} s ({seconds / n:.1f} s per submission).")
     overhead = sorted(r.seconds - r.cells_seconds for r in results if r.cells_seconds is not None)
     if overhead:
         click.echo(f"Fixed overhead per submission (grading process minus cells and checks): median "
@@ -256,11 +276,23 @@ def _report(course: Path, assignment: str, results, seconds: float, cfg=None) ->
 @click.option("--wall-limit", default=900.0, show_default=True, help="Seconds one submission may take in all.")
 @click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default=None,
               help="Where learner code runs (default: the course's SandboxedExecute.sandbox, 'auto').")
-def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandbox):
+@click.option("--force", is_flag=True, help="Regrade every submission (default: skip those unchanged since they "
+              "were graded: same files, assignment source, course configuration and grader).")
+@click.option("--db-url", default=None, help="Gradebook database URL (default: the course's "
+              "CourseDirectory.db_url, sqlite:///COURSE_DIR/gradebook.db), e.g. postgresql://user@host/db.")
+def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandbox, force, db_url):
     """Autograde the submissions of ASSIGNMENT under COURSE_DIR/submitted/ and print the gradebook."""
     course = course_dir.resolve()
-    results, seconds, cfg = autograde_class(course, assignment, jobs, timeout, wall_limit, students, sandbox)
-    _report(course, assignment, results, seconds, cfg)
+    try:
+        results, seconds, cfg, skipped = autograde_class(course, assignment, jobs, timeout, wall_limit, students,
+                                                         sandbox, force=force or bool(students), db_url=db_url)
+        _report(course, assignment, results, seconds, cfg)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: what was graded is recorded and the gradebook is consistent. Run the same "
+                   "command again to grade the rest.")
+        sys.exit(130)
+    if skipped:
+        click.echo(f"{len(skipped)} submission(s) unchanged since they were graded: skipped (--force regrades).")
 
 
 # ----------------------------------------------------------------------------- class report
@@ -441,7 +473,7 @@ def demo(course_dir, jobs, timeout):
         nbformat.write(build(released, s), dest / f"{nb_name}.ipynb")
         click.echo(f"   {s.student:4s} {s.story}")
     click.echo("3. Autograding")
-    results, seconds, cfg = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
+    results, seconds, cfg, _ = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
     _report(course, ASSIGNMENT, results, seconds, cfg)
     click.echo(f"\nnbgrader works on this course as usual, e.g.:\n  cd {course} && nbgrader generate_feedback "
                f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make instructor-lab`; class report: `bncourse report`).")

@@ -425,11 +425,90 @@ def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, tim
                     progress(res)
                 yield res
     finally:
+        for proc, *_ in running.values() if "running" in locals() else []:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)   # interrupted: nothing a submission started survives
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.join(timeout=10)
         if pool is not None:
             pool.close()
         shutil.rmtree(base, ignore_errors=True)
         if course is None:
             shutil.rmtree(secret_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- records, incremental runs
+RECORD = ".bncourse-graded.json"
+
+
+def grader_version(assignment: str | None = None) -> str:
+    """A digest of the code that decides an assignment's scores: its checks and procedures, the shared
+    check machinery, the trusted grader, the kernel agent, the sandbox and the course configuration."""
+    import hashlib
+
+    from . import course
+    root = Path(__file__).resolve().parent
+    module = course.find(assignment) if assignment else None
+    short = module.checks.rpartition(".")[2] if module else None
+    files = [p for sub in ("trusted", "sandbox") for p in (root / sub).rglob("*.py")]
+    files += [p for p in (root / "kernel_agent").rglob("*.py")
+              if p.parent.name != "procedures" or p.stem in ("__init__", short)]
+    files += [p for p in (root / "checks").glob("*.py") if p.stem in ("__init__", "learner", short) or not module]
+    files += [root / n for n in ("config.py", "course.py", "review.py")]
+    h = hashlib.sha256()
+    for p in sorted(set(files)):
+        h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def input_digest(assignment: str, submission: Path, cfg, course: Path | None, version: str) -> str:
+    """What a grade depends on: the submitted files, the assignment's source, the course's configuration
+    and the grader's code. Unchanged digest, unchanged grade."""
+    import hashlib
+    h = hashlib.sha256(version.encode() + assignment.encode())
+    for p in sorted(submission.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            h.update(str(p.relative_to(submission)).encode() + b"\0" + p.read_bytes())
+    source = Path(cfg.CourseDirectory.get("source_directory") or SOLUTIONS)
+    if not source.is_absolute():
+        source = Path(cfg.CourseDirectory.get("root") or ".") / source
+    for p in sorted((source / assignment).glob("*.ipynb")):
+        h.update(p.read_bytes())
+    if course is not None and (course / "nbgrader_config.py").is_file():
+        h.update((course / "nbgrader_config.py").read_bytes())
+    return h.hexdigest()
+
+
+def recorded_digest(keep: Path, student: str, assignment: str) -> str | None:
+    try:
+        return json.loads((keep / student / assignment / RECORD).read_text()).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_record(keep: Path, res: Result, assignment: str, digest: str, submission: Path | None = None) -> None:
+    """After a result is merged: the autograded folder says what was graded, and for a submission that
+    could not be graded it holds a notebook saying why (formgrader lists it; nothing runs it again)."""
+    dest = keep / res.student / assignment
+    dest.mkdir(parents=True, exist_ok=True)
+    if not res.success and not any(dest.glob("*.ipynb")):
+        reason = res.error_line() or "it could not be graded"
+        nb = None
+        for p in sorted(Path(submission).glob("*.ipynb")) if submission else []:
+            try:
+                nb = nbformat.read(p, as_version=4)
+                name = p.name
+                break
+            except Exception:  # noqa: BLE001 - unreadable: the record says so
+                continue
+        if nb is None:
+            nb, name = nbformat.v4.new_notebook(), f"{notebook_name(assignment)}.ipynb"
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"**This submission could not be graded**: {reason}. It was recorded with 0 points and flagged."))
+        nbformat.write(nb, dest / name)
+    (dest / RECORD).write_text(json.dumps({"digest": digest, "success": res.success,
+                                           "graded": time.strftime("%Y-%m-%d %H:%M:%S")}))
 
 
 # ----------------------------------------------------------------------------- class gradebook

@@ -201,3 +201,51 @@ def test_formgrader_autograde_button_grades_a_hostile_submission_in_the_sandbox(
     assert "flagged" in rows["hal"]["status"]
     assert auto(rows["hal"]) < AUTO_MAX
     shutil.copy(root / "gradebook.db", tmp_path / "check.db")   # still a readable SQLite gradebook
+
+
+def test_interrupted_class_run_leaves_a_consistent_gradebook_and_resumes(tmp_path):
+    """Ctrl-C in the middle of a class: what was graded is recorded, nothing the run started survives,
+    and the next run grades only the rest (unchanged submissions are skipped unless --force)."""
+    import signal
+    root = course(tmp_path / "course")
+    released = nbformat.read(RELEASE / A / f"{NB}.ipynb", as_version=4)
+    students = [f"s{i}" for i in range(5)]
+    for s in students:
+        dest = root / "submitted" / s / A
+        dest.mkdir(parents=True)
+        nbformat.write(build(released, Sample(s, "", sources=REF)), dest / f"{NB}.ipynb")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen([str(BIN / "bncourse"), "autograde", A, "--course-dir", str(root), "--jobs", "1"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((root / "autograded").glob(f"*/{A}/.bncourse-graded.json"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "Interrupted" in out
+    done = {p.parent.parent.name for p in (root / "autograded").glob(f"*/{A}/.bncourse-graded.json")}
+    rows = totals(root)
+    assert 2 <= len(done) < len(students) and all(auto(rows[s]) == AUTO_MAX for s in done)
+    time.sleep(1)
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and b"kernel_agent.launch" in _cmdline(p) and str(root).encode() in _environ(p)]
+    assert not leftovers
+    again = sh("bncourse", "autograde", A, "--course-dir", str(root), "--jobs", "2", cwd=root)
+    assert f"{len(done)} submission(s) unchanged since they were graded: skipped" in again.stdout
+    rows = totals(root)
+    assert all(auto(rows[s]) == AUTO_MAX for s in students)
+
+
+def _cmdline(p):
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _environ(p):
+    try:
+        return (p / "environ").read_bytes()
+    except OSError:
+        return b""

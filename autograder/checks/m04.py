@@ -20,6 +20,7 @@ Folding is compared with a float64 reference and, in hidden tests, through torch
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,9 +33,24 @@ from . import CheckFailure, Report, as_array, call_learner, compare, guard, like
     run_procedure, unpack
 
 TOL64, TOL32 = 1e-10, 1e-5
+WORKS = 1e-3   # "the layer works": essential sub-tests (autograder/checks/__init__.py Report, course/grading.md)
 ROOTS = ("bnlib", "autograder", "cases")
 # torch's ready-made folding (also hidden from the grading kernel: autograder.course)
 TORCH_FOLDING = ("fuse_conv_bn_weights", "fuse_conv_bn_eval", "fuse_linear_bn_weights", "fuse_linear_bn_eval")
+
+
+def _one_thread(check):
+    """Run a check with torch on one thread (restored afterwards): its tensors are tiny, and on a busy
+    machine torch's OpenMP pool makes such operations many times slower."""
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return check(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- references
@@ -64,9 +80,10 @@ class ReferenceBlock(nn.Module):
 
 def reference_adapt(model, batches, prior_strength, *, mode="bn", swap=False, momentum=None, count="samples"):
     """The reference adaptation; the keyword options make known mistakes (for the hints): ``mode`` "eval"
-    (statistics of eval-mode inputs) or "model" (the whole model in training mode), ``swap`` (weights of
-    source and target swapped), ``momentum`` 0.1 (an EMA instead of the average), ``count`` "values"
-    (n counts every value, N*H*W, not the samples)."""
+    (statistics of eval-mode inputs), "frozen" (the BN layers left in eval mode, so the reset statistics
+    never update) or "model" (the whole model in training mode), ``swap`` (weights of source and target
+    swapped), ``momentum`` 0.1 (an EMA instead of the average), ``count`` "values" (n counts every value,
+    N*H*W, not the samples)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     modes = [(m, m.training) for m in model.modules()]
     saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.momentum, bn.num_batches_tracked.clone())
@@ -87,6 +104,7 @@ def reference_adapt(model, batches, prior_strength, *, mode="bn", swap=False, mo
                 if mode != "eval":
                     bn.reset_running_stats()
                     bn.momentum = momentum
+                if mode in ("bn", "model"):
                     bn.train()
             for x in batches:
                 model(x)
@@ -143,6 +161,7 @@ def _fold_hints(w, b, g, beta, mean, var, eps, which):
             (g / (np.sqrt(var) + eps) * (b - mean) + beta, "eps belongs inside the square root.")]
 
 
+@_one_thread
 def check_fold_batchnorm(fold_batchnorm, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``fold_batchnorm``; prints one line per sub-test, returns the points."""
     report = Report("fold_batchnorm" + (" (hidden tests)" if hidden else ""), points)
@@ -152,9 +171,10 @@ def check_fold_batchnorm(fold_batchnorm, points: float = 2.0, hidden: bool = Fal
     modified = []
 
     def fold(args, eps):
-        copies = [None if a is None else a.copy() for a in args]
-        res = unpack(call_learner(fold_batchnorm, *args, eps), 2, "fold_batchnorm", "(weight_folded, bias_folded)")
-        for name, a, a0 in zip(("weight", "bias", "gamma", "beta", "running_mean", "running_var"), args, copies):
+        """The learner's result for copies of ``args`` (``args`` themselves stay as made)."""
+        given = [None if a is None else a.copy() for a in args]
+        res = unpack(call_learner(fold_batchnorm, *given, eps), 2, "fold_batchnorm", "(weight_folded, bias_folded)")
+        for name, a, a0 in zip(("weight", "bias", "gamma", "beta", "running_mean", "running_var"), given, args):
             if a is not None and not np.array_equal(a, a0):
                 modified.append(name)
         return res
@@ -177,15 +197,18 @@ def check_fold_batchnorm(fold_batchnorm, points: float = 2.0, hidden: bool = Fal
                                "(e.g. weight * scale, not weight *= scale), the caller's layer must stay as it was")
 
     if not hidden:
-        main = "convolution weight (4, 3, 3, 3) with bias"
-        report.run(main, 1.5, lambda: case((4, 3, 3, 3)))
-        report.run("the inputs are left unchanged", 0.5, unchanged, requires=main)
+        works = "folding works: convolution (4, 3, 3, 3) without bias, linear (5, 6) with bias"
+        report.run(works, 1, lambda: (case((4, 3, 3, 3), bias=False, tol=WORKS), case((5, 6), tol=WORKS))[0],
+                   essential=True)
+        report.run("exact to 1e-10 (float64)", 0.5, lambda: case((4, 3, 3, 3)))
+        report.run("the inputs are left unchanged", 0.5, unchanged, requires=works)
         return report.finish()
 
-    main = "linear layer: weight (6, 10) with bias"
-    report.run(main, 1, lambda: case((6, 10)))
-    report.run("bias None: convolution (5, 2, 3, 3) and linear (3, 4)",
-               1, lambda: (case((5, 2, 3, 3), bias=False), case((3, 4), bias=False))[0])
+    works = "folding works: linear (6, 10) with bias, convolution (5, 2, 3, 3) without bias"
+    report.run(works, 1, lambda: (case((6, 10), tol=WORKS), case((5, 2, 3, 3), bias=False, tol=WORKS))[0],
+               essential=True)
+    report.run("exact to 1e-10: convolution and linear, with and without bias", 1,
+               lambda: [case(shape, bias=b) for shape in ((3, 4), (5, 2, 3, 3)) for b in (True, False)][0])
     report.run("float32 inputs against a float64 reference, eps = 1e-3", 0.5,
                lambda: case((8, 4, 1, 1), dtype=np.float32, tol=TOL32, eps=1e-3))
 
@@ -206,7 +229,7 @@ def check_fold_batchnorm(fold_batchnorm, points: float = 2.0, hidden: bool = Fal
         return f"max |difference| {err:.1e}"
     report.run("parity: conv2d with the folded weights equals conv2d + batch_norm in eval mode (torch, float64)",
                1, parity)
-    report.run("the inputs are left unchanged in every case", 0.5, unchanged, requires=main)
+    report.run("the inputs are left unchanged in every case", 0.5, unchanged, requires=works)
     return report.finish()
 
 
@@ -245,10 +268,12 @@ def _block_hints(x, tensors, mode):
         return [(torch.relu(r) + x, "the last ReLU comes after the addition: ReLU(x + F(x)), not ReLU(F(x)) + x."),
                 (x + r, "the block ends with a ReLU after the addition: ReLU(x + F(x))."),
                 (torch.relu(r), "the shortcut is missing: add the input x before the last ReLU."),
-                (torch.relu(x + bn(F.conv2d(F.conv2d(x, w1, padding=1), w2, padding=1), g2, b2, m2, v2)),
-                 "something is missing between the two convolutions: BN and ReLU after the first one.")]
+                (torch.relu(x + bn(F.conv2d(bn(F.conv2d(x, w1, padding=1), g1, b1, m1, v1), w2, padding=1),
+                                   g2, b2, m2, v2)),
+                 "the ReLU between the two convolutions is missing: conv-BN-ReLU-conv-BN.")]
 
 
+@_one_thread
 def check_residual_block(ResidualBlock, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``ResidualBlock`` against the reference block with the same parameters."""
     report = Report("ResidualBlock" + (" (hidden tests)" if hidden else ""), points)
@@ -287,22 +312,26 @@ def check_residual_block(ResidualBlock, points: float = 2.0, hidden: bool = Fals
             compare(f"{'running_mean' if i % 2 == 0 else 'running_var'} of BN {i // 2 + 1} after a training step", a,
                     b.numpy(), 1e-9)
 
-    def layout(c, zero_init=True, n=4, check_output=False):
+    def layout(c, zero_init=True, n=4, part="init"):
+        """part: "structure" (layers, no conv bias, shapes, parameter count), "init" (the gammas as
+        initialized) or "output" (the gammas, and ReLU(x) at initialization)."""
         x = torch.relu(torch.randn(n, c, 6, 6, generator=gen, dtype=torch.float64)) - 0.3
         got = run_procedure(proc.block_layout, ResidualBlock, channels=c, kwargs={"zero_init_residual": zero_init}, x=x)
         if not got.get("is_module"):
             raise CheckFailure("ResidualBlock(channels) must be a torch.nn.Module")
-        expected = 18 * c * c + 4 * c
         if got.get("layers") != STRUCTURE:
             raise CheckFailure(f"the forward pass calls {got.get('layers')}; expected conv, BN, conv, BN")
-        if any(got["conv_bias"]):
-            raise CheckFailure("the convolutions must have no bias (bias=False): the BN after each one subtracts "
-                               "the mean, which cancels any bias, and its beta plays that role")
-        if got["conv_kernels"] != [[c, c, 3, 3]] * 2:
-            raise CheckFailure(f"the convolutions' weights have shapes {got['conv_kernels']}, expected two of "
-                               f"{[c, c, 3, 3]} (3x3, {c} channels in and out)")
-        if got["parameters"] != expected:
-            raise CheckFailure(f"{got['parameters']} parameters, expected 18 C^2 + 4 C = {expected}")
+        expected = 18 * c * c + 4 * c
+        if part == "structure":
+            if any(got["conv_bias"]):
+                raise CheckFailure("the convolutions must have no bias (bias=False): the BN after each one "
+                                   "subtracts the mean, which cancels any bias, and its beta plays that role")
+            if got["conv_kernels"] != [[c, c, 3, 3]] * 2:
+                raise CheckFailure(f"the convolutions' weights have shapes {got['conv_kernels']}, expected two of "
+                                   f"{[c, c, 3, 3]} (3x3, {c} channels in and out)")
+            if got["parameters"] != expected:
+                raise CheckFailure(f"{got['parameters']} parameters, expected 18 C^2 + 4 C = {expected}")
+            return f"{expected} parameters"
         g1, g2 = (_np(g) if g is not None else None for g in got["gammas"])
         if g1 is None or g2 is None:
             raise CheckFailure("both BN layers need a learnable gamma (affine=True)")
@@ -311,32 +340,34 @@ def check_residual_block(ResidualBlock, points: float = 2.0, hidden: bool = Fals
                                if zero_init else "every gamma must start at 1 when zero_init_residual=False")
         if zero_init and not np.all(g2 == 0):
             raise CheckFailure("with zero_init_residual=True the LAST BN's gamma (the one before the addition) "
-                               "must start at 0")
+                               "must start at 0; beta (bias) already starts at 0")
         if not zero_init and not np.all(g2 == 1):
             raise CheckFailure("with zero_init_residual=False every gamma must start at 1")
-        if check_output:
+        if part == "output":
             compare("the output at initialization (expected ReLU(x): the residual branch starts at 0)",
                     got["output"], torch.relu(x).numpy(), 1e-12)
-        return f"{expected} parameters"
+        return None
 
     if not hidden:
-        main = "training- and eval-mode outputs and input gradients equal the reference block's (C = 3)"
-        report.run(main, 1.2, lambda: steps(3) and None)
-        report.run("structure: conv3x3 (no bias), BN, conv3x3 (no bias), BN; 18 C^2 + 4 C parameters", 0.4,
-                   lambda: layout(3), requires=main)
-        report.run("zero_init_residual: the last gamma starts at 0, so the block is ReLU(x) at initialization", 0.4,
-                   lambda: layout(4, check_output=True), requires=main)
+        works = "the block works: training- and eval-mode outputs and input gradients as the reference's (C = 3)"
+        report.run(works, 1, lambda: steps(3) and None, essential=True)
+        report.run("structure: conv3x3 (no bias), BN, conv3x3 (no bias), BN; 18 C^2 + 4 C parameters", 0.5,
+                   lambda: layout(3, part="structure"), requires=works)
+        report.run("zero_init_residual: the last gamma starts at 0, so the block is ReLU(x) at initialization", 0.5,
+                   lambda: layout(4, part="output"), requires=works)
         return report.finish()
 
-    main = "C = 8, batch 6 of 4x4 images: outputs and input gradients in both modes"
-    report.run(main, 1, lambda: steps(8, n=6, hw=4) and None)
+    works = "the block works: C = 8, batch 6 of 4x4 images, outputs and input gradients in both modes"
+    report.run(works, 1, lambda: steps(8, n=6, hw=4) and None, essential=True)
     report.run("gradients of every parameter and running statistics after a training step (C = 5)", 1,
                lambda: gradients(5))
     report.run("float32 block against the float64 reference", 0.5, lambda: steps(4, dtype="float32", tol=1e-5) and None)
+    report.run("structure: no bias in the convolutions, 18 C^2 + 4 C parameters (C = 7)", 0.5,
+               lambda: layout(7, part="structure"), requires=works)
     report.run("zero_init_residual=False: every gamma starts at 1", 0.5, lambda: layout(6, zero_init=False),
-               requires=main)
-    report.run("ReLU(x) at initialization for a batch of 16 (C = 5)", 1,
-               lambda: layout(5, n=16, check_output=True), requires=main)
+               requires=works)
+    report.run("ReLU(x) at initialization for a batch of 16 (C = 5)", 0.5,
+               lambda: layout(5, n=16, part="output"), requires=works)
     return report.finish()
 
 
@@ -371,6 +402,8 @@ ADAPT_HINTS = [
     (dict(swap=True), "the weights are swapped: the SOURCE statistics get N/(N+n), the target ones n/(N+n)."),
     (dict(mode="eval"), "the target statistics must be those BN computes in training mode: with the model in "
                         "eval mode, earlier BN layers still normalize with the source statistics."),
+    (dict(mode="frozen"), "the BN layers stayed in eval mode, where they do not update their running statistics: "
+                          "put them in training mode while the batches run."),
     (dict(mode="model"), "only the BN layers go to training mode: model.train() also switches dropout on."),
     (dict(momentum=0.1), "with momentum 0.1 the running statistics are an exponential moving average that "
                          "still holds the reset values; set momentum=None for the average over the batches."),
@@ -378,6 +411,7 @@ ADAPT_HINTS = [
 ]
 
 
+@_one_thread
 def check_adapt_bn_statistics(adapt_bn_statistics, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``adapt_bn_statistics`` against the reference adaptation."""
     report = Report("adapt_bn_statistics" + (" (hidden tests)" if hidden else ""), points)
@@ -386,7 +420,7 @@ def check_adapt_bn_statistics(adapt_bn_statistics, points: float = 2.0, hidden: 
     gen = torch.Generator().manual_seed(seed)
     seen = {}
 
-    def case(arch, prior, modes_kind="eval", momenta=None, n_batches=2, batch=8, key="main"):
+    def case(arch, prior, modes_kind="eval", momenta=None, n_batches=2, batch=8, key="main", tol=1e-9):
         inputs = _adapt_inputs(gen, arch, modes_kind, momenta, n_batches, batch)
         got = run_procedure(proc.adapt, adapt_bn_statistics, prior_strength=prior, **inputs)
         ref = proc.adapt(reference_adapt, prior_strength=prior, **inputs)
@@ -409,12 +443,17 @@ def check_adapt_bn_statistics(adapt_bn_statistics, points: float = 2.0, hidden: 
                 hints.insert(0, (actual, "the running statistics did not change: replace them in place (copy_) "
                                          "in every BN layer"))
         for k in keys:
-            compare(k, state[k], _np(ref["state"][k]), 1e-9,
+            compare(k, state[k], _np(ref["state"][k]), tol,
                     likely_cause(actual, hints, 1e-8) if hints else None)
         return None
 
+    def seen_case(key):
+        if key not in seen:
+            raise CheckFailure("adapt_bn_statistics could not be run on this case (see above)")
+        return seen[key]
+
     def untouched(key):
-        got, ref, inputs = seen[key]
+        got, ref, inputs = seen_case(key)
         state = got["state"]
         changed = [k for k, v in inputs["state"].items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
                    and (k not in state or not np.array_equal(_np(state[k]), _np(v)))]
@@ -428,7 +467,7 @@ def check_adapt_bn_statistics(adapt_bn_statistics, points: float = 2.0, hidden: 
             raise CheckFailure("a BN buffer is part of an autograd graph: compute the statistics under torch.no_grad()")
 
     def restored(key):
-        got, ref, inputs = seen[key]
+        got, ref, inputs = seen_case(key)
         if got.get("modes") != inputs["modes"]:
             raise CheckFailure("the modules' train/eval modes were not restored exactly (each module as it was; "
                                "model.train(was_training) is not enough when modes differ between modules)")
@@ -436,26 +475,27 @@ def check_adapt_bn_statistics(adapt_bn_statistics, points: float = 2.0, hidden: 
             raise CheckFailure(f"the BN momenta are {got.get('momenta')} after the call, expected {inputs['momenta']}")
 
     if not hidden:
-        main = "running statistics of a small CNN after 2 target batches, prior strength 16"
-        report.run(main, 1.2, lambda: case("cnn", 16.0))
-        report.run("weights unchanged, no gradient", 0.4, lambda: untouched("main"), requires=main)
-        report.run("train/eval modes and momenta restored", 0.4, lambda: restored("main"), requires=main)
+        works = "adaptation works: running statistics of a small CNN after 2 target batches, prior strength 24"
+        report.run(works, 1, lambda: case("cnn", 24.0, tol=WORKS), essential=True)
+        report.run("exact to 1e-9 (float64)", 0.25, lambda: case("cnn", 24.0, key="exact"))
+        report.run("weights unchanged, no gradient", 0.5, lambda: untouched("main"), requires=works)
+        report.run("train/eval modes and momenta restored", 0.5, lambda: restored("main"), requires=works)
         return report.finish()
 
-    main = "prior strength 0: the target statistics alone"
-    report.run(main, 1, lambda: case("cnn", 0.0, n_batches=3, batch=5))
+    works = "adaptation works: BatchNorm2d and BatchNorm1d in nested containers, prior strength 40"
+    report.run(works, 1, lambda: case("nested", 40.0, n_batches=2, batch=6, tol=WORKS), essential=True)
+    report.run("exact to 1e-9 (float64), 3 batches", 0.5, lambda: case("nested", 40.0, n_batches=3, batch=5, key="exact"))
+    report.run("prior strength 0: the target statistics alone", 0.5, lambda: case("cnn", 0.0, n_batches=3, batch=5, key="zero"))
     report.run("prior strength inf: the source statistics are kept", 0.5,
-               lambda: case("cnn", math.inf, key="inf"), requires=main)
-    report.run("BatchNorm2d and BatchNorm1d in nested containers, prior strength 40", 1,
-               lambda: case("nested", 40.0, n_batches=2, batch=6, key="nested"))
+               lambda: case("cnn", math.inf, key="inf"), requires=works)
     report.run("dropout stays off while the statistics are collected", 0.5,
                lambda: case("dropout", 0.0, batch=10, key="dropout"))
 
     def mixed():
         case("nested", 10.0, modes_kind="frozen", momenta=[0.3, None, 0.1, 0.05], key="mixed")
         restored("mixed")
-    report.run("a training-mode model with frozen BN: modes and momenta (0.3, None, ...) restored exactly", 0.5,
-               mixed, requires=main)
+    report.run("a training-mode model with frozen BN: modes and momenta (0.3, None, ...) restored exactly", 0.75,
+               mixed, requires=works)
     report.run("weights unchanged, no gradient, no buffer in an autograd graph", 0.5,
-               lambda: untouched("nested"), requires=main)
+               lambda: untouched("main"), requires=works)
     return report.finish()
