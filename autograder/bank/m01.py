@@ -48,8 +48,9 @@ BUGS = [
                                     "running_var += momentum * var.mean()")),
         "statistics over the features of each sample (LayerNorm) instead of over the batch"),
     Bug("forward_calls_bnlib", F, (("    if training:\n        m = x.shape[0]",
-                                    "    import bnlib\n    return bnlib.batch_norm_forward(x, gamma, beta, "
-                                    "running_mean, running_var, training, momentum, eps)\n"
+                                    "    import bnlib\n    return bnlib.batch_norm_forward(x, weight=gamma, bias=beta, "
+                                    "running_mean=running_mean, running_var=running_var, "
+                                    "training=training, momentum=momentum, eps=eps)\n"
                                     "    if training:\n        m = x.shape[0]"),),
         "delegates to bnlib (no credit)"),
     # ---- staged backward

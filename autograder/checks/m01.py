@@ -36,8 +36,9 @@ def _case(rng, n, d, dtype=np.float64, scale=1.0):
 def _reference(x, gamma, beta, rm, rv, training, momentum=0.1, eps=1e-5):
     rm = rm.astype(np.float64).copy()
     rv = rv.astype(np.float64).copy()
-    y, saved = bnlib.batch_norm_forward(x.astype(np.float64), gamma.astype(np.float64),
-                                        beta.astype(np.float64), rm, rv, training, momentum, eps)
+    y, saved = bnlib.batch_norm_forward(x.astype(np.float64), weight=gamma.astype(np.float64),
+                                        bias=beta.astype(np.float64), running_mean=rm, running_var=rv,
+                                        training=bool(training), momentum=momentum, eps=eps)
     return y, rm, rv, saved
 
 

@@ -62,7 +62,8 @@ def check_layernorm_forward(layernorm_forward, points=2.0, hidden=False, seed=0)
         x, g, b = (a.astype(dtype) for a in (x, g, b))
         x0 = x.copy()
         out, _ = _pair(call_learner(layernorm_forward, x, g, b, 1e-5), "layernorm_forward")
-        ref = bnlib.layer_norm_forward(x.astype(np.float64), d, g.astype(np.float64), b.astype(np.float64))[0]
+        ref = bnlib.layer_norm_forward(x.astype(np.float64), d, weight=g.astype(np.float64),
+                                       bias=b.astype(np.float64))[0]
         compare("the output", out, ref, tol, likely_cause(out, _ln_hints(x.astype(np.float64), g, b, 1e-5)))
         if not np.array_equal(x, x0):
             raise CheckFailure("layernorm_forward modified x in place")
@@ -194,7 +195,7 @@ def check_layernorm_backward(layernorm_forward, layernorm_backward, points=2.0, 
 
     def case(n, d, dtype=np.float64, tol=TOL64, parts=("dx", "dgamma", "dbeta")):
         make = lambda: (_x(rng, (n, d)), rng.normal(1, 0.5, d), rng.normal(0, 1, d))  # noqa: E731
-        ref_fwd = lambda x, g, b: bnlib.layer_norm_forward(x, d, g, b)  # noqa: E731
+        ref_fwd = lambda x, g, b: bnlib.layer_norm_forward(x, d, weight=g, bias=b)  # noqa: E731
         return _backward_case(rng, layernorm_forward, layernorm_backward, "layernorm_backward", make, ref_fwd,
                               bnlib.layer_norm_backward, dtype, tol, (1e-5,), units=lambda a: a.reshape(n, d),
                               params=lambda a: a.sum(0), broadcast=lambda v: v.reshape(1, d), parts=parts,
@@ -246,7 +247,8 @@ def check_groupnorm_forward(groupnorm_forward, points=2.0, hidden=False, seed=0)
         g, b = rng.normal(1, 0.5, c), rng.normal(0, 1, c)
         x, g, b = (a.astype(dtype) for a in (x, g, b))
         out, _ = _pair(call_learner(groupnorm_forward, x, g, b, G, 1e-5), "groupnorm_forward")
-        ref = bnlib.group_norm_forward(x.astype(np.float64), G, g.astype(np.float64), b.astype(np.float64))[0]
+        ref = bnlib.group_norm_forward(x.astype(np.float64), G, weight=g.astype(np.float64),
+                                       bias=b.astype(np.float64))[0]
         compare("the output", out, ref, tol, likely_cause(out, _gn_hints(x.astype(np.float64), g, b, G, 1e-5)))
         return f"relative error {norm_rel_error(out, ref):.1e}"
 
@@ -285,7 +287,7 @@ def check_groupnorm_backward(groupnorm_forward, groupnorm_backward, points=2.0, 
         c = shape[1]
         make = lambda: (rng.normal(0, 1, shape) * 2 + rng.normal(8, 4, (1, c, 1, 1)),  # noqa: E731
                         rng.normal(1, 0.5, c), rng.normal(0, 1, c))
-        ref_fwd = lambda x, g, b: bnlib.group_norm_forward(x, G, g, b)  # noqa: E731
+        ref_fwd = lambda x, g, b: bnlib.group_norm_forward(x, G, weight=g, bias=b)  # noqa: E731
         return _backward_case(rng, groupnorm_forward, groupnorm_backward, "groupnorm_backward", make, ref_fwd,
                               bnlib.group_norm_backward, dtype, tol, (G, 1e-5),
                               units=lambda a: a.reshape(shape[0] * G, -1), params=lambda a: a.sum((0, 2, 3)),
@@ -322,8 +324,9 @@ def check_batch_renorm_forward(batch_renorm_forward, points=2.0, hidden=False, s
             x = _x(rng, (n, d))
             out, _ = _pair(call_learner(batch_renorm_forward, x.astype(dtype), g.astype(dtype), b.astype(dtype),
                                         rm_l, rv_l, training, r_max, d_max, 0.1, 1e-5), "batch_renorm_forward")
-            ref, _ = bnlib.batch_renorm_forward(x.astype(dtype).astype(np.float64), g, b, rm_r, rv_r, training,
-                                                r_max, d_max, 0.1, 1e-5)
+            ref, _ = bnlib.batch_renorm_forward(x.astype(dtype).astype(np.float64), weight=g, bias=b,
+                                                running_mean=rm_r, running_var=rv_r, training=bool(training),
+                                                r_max=r_max, d_max=d_max, momentum=0.1, eps=1e-5)
         mu, var = x.mean(0), x.var(0)
         sb, s = np.sqrt(var + 1e-5), np.sqrt(rv + 1e-5)   # r and d use the statistics from before the step
         hints = [(g * ((x - mu) / sb) + b, "r and d are not applied: that is plain batch norm (they correct the batch "
