@@ -17,8 +17,8 @@ What notebooks should not carry, in one importable place that learners can read:
 Depends on torch, NumPy, SciPy, scikit-learn and bnlib; never on the autograder. bnlib stays the library
 of normalization layers.
 """
-from . import bn, corruptions, data, models, plots, report, runtime, train, verify
+from . import bn, corruptions, data, models, plots, runtime, train, verify   # report: python -m cases.report
 from .runtime import limit_threads, over_seeds, progress, seed_all
 
-__all__ = ["bn", "corruptions", "data", "models", "plots", "report", "runtime", "train", "verify",
+__all__ = ["bn", "corruptions", "data", "models", "plots", "runtime", "train", "verify",
            "limit_threads", "over_seeds", "progress", "seed_all"]

@@ -24,7 +24,9 @@ def conv_net(placement: str = "before", widths: Sequence[int] = (16, 32, 32), nu
     "after" gives conv-ReLU-BN (the convolution keeps its bias); "none" gives conv-ReLU with biases.
     ``init``: "he" draws every convolution and linear weight from N(0, 2 / fan_in) (He et al. 2015,
     "Delving Deep into Rectifiers", arXiv:1502.01852), biases 0; "torch" keeps PyTorch's default (uniform,
-    variance 1 / (3 fan_in)). ``init_scale`` then multiplies every weight (1 keeps it).
+    variance 1 / (3 fan_in)). ``init_scale`` then multiplies the convolutions' weights (1 keeps them; the
+    last linear layer is not scaled): with BN after every convolution the forward pass does not depend on
+    it, without BN the output scales with ``init_scale`` to the power of the depth.
     """
     if placement not in NORM_PLACEMENTS:
         raise ValueError(f"placement must be one of {NORM_PLACEMENTS}, got {placement!r}")
@@ -47,7 +49,7 @@ def conv_net(placement: str = "before", widths: Sequence[int] = (16, 32, 32), nu
     elif init != "torch":
         raise ValueError(f"init must be 'he' or 'torch', got {init!r}")
     if init_scale != 1.0:
-        scale_weights(net, init_scale)
+        scale_weights(net, init_scale, kinds=(nn.Conv2d,))
     return net
 
 
@@ -62,11 +64,12 @@ def he_init(model: nn.Module) -> nn.Module:
     return model
 
 
-def scale_weights(model: nn.Module, factor: float) -> nn.Module:
-    """Multiply the weights of every convolution and linear layer by ``factor`` (in place); returns model."""
+def scale_weights(model: nn.Module, factor: float, kinds=(nn.Conv2d, nn.Linear)) -> nn.Module:
+    """Multiply the weights of every layer of the types ``kinds`` (convolutions and linear layers by
+    default) by ``factor``, in place; returns model."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, kinds):
                 m.weight.mul_(factor)
     return model
 

@@ -65,7 +65,8 @@ def render(data: dict) -> str:
     for r in data["rows"]:
         exp = r["experiment"] if r["experiment"] != last else ""
         last = r["experiment"]
-        lines.append(f"| {exp} | {r['measurement']} | {r['result']} |")
+        cells = [c.replace("|", "\\|") for c in (exp, r["measurement"], r["result"])]
+        lines.append(f"| {cells[0]} | {cells[1]} | {cells[2]} |")
     lines.append(END)
     return "\n".join(lines)
 
@@ -121,13 +122,21 @@ def run_notebook(notebook: Path, timeout: int = 600) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cases.report NOTEBOOK PAGE`` runs the notebook and rewrites the page's results;
+    ``--render-only`` re-renders the page from the results file already beside it."""
     args = list(sys.argv[1:] if argv is None else argv)
+    render_only = "--render-only" in args
+    args = [a for a in args if a != "--render-only"]
     if len(args) != 2:
-        print("usage: python -m cases.report NOTEBOOK PAGE", file=sys.stderr)
+        print("usage: python -m cases.report [--render-only] NOTEBOOK PAGE", file=sys.stderr)
         return 2
     notebook, page = Path(args[0]), Path(args[1])
+    results = page.with_suffix(".results.json")
+    if render_only:
+        page.write_text(replace_block(page.read_text(), render(json.loads(results.read_text()))))
+        return 0
     data = run_notebook(notebook)
-    page.with_suffix(".results.json").write_text(json.dumps(data, indent=1) + "\n")
+    results.write_text(json.dumps(data, indent=1) + "\n")
     page.write_text(replace_block(page.read_text() if page.exists() else "", render(data)))
     print(f"{notebook}: ran in {data['run']['seconds']:.0f} s; {len(data['rows'])} results written to {page}")
     return 0
