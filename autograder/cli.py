@@ -186,7 +186,8 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
 
 # ----------------------------------------------------------------------------- autograde a class
 def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | None, wall_limit: float,
-                    students=(), sandbox: str | None = None, force: bool = True, db_url: str | None = None):
+                    students=(), sandbox: str | None = None, force: bool = True, db_url: str | None = None,
+                    cluster: str | None = None):
     """Grade course/submitted/<student>/<assignment>/ (all students, or ``students``) with the course's
     nbgrader configuration and merge the results into its gradebook, one at a time as they finish (an
     interrupted run leaves a consistent gradebook). Without ``force``, a submission whose files, the
@@ -224,7 +225,7 @@ def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | Non
             bar.update()
         try:
             for res in grading.grade_many(assignment, subs, jobs=jobs, timeout=timeout, wall_limit=wall_limit,
-                                          progress=progress, keep=keep, course=course, cfg=cfg):
+                                          progress=progress, keep=keep, course=course, cfg=cfg, cluster=cluster):
                 grading.merge(course, assignment, res, cfg)
                 grading.write_record(keep, res, assignment, digests[res.student], subs[res.student])
                 results.append(res)
@@ -280,12 +281,15 @@ def _report(course: Path, assignment: str, results, seconds: float, cfg=None) ->
               "were graded: same files, assignment source, course configuration and grader).")
 @click.option("--db-url", default=None, help="Gradebook database URL (default: the course's "
               "CourseDirectory.db_url, sqlite:///COURSE_DIR/gradebook.db), e.g. postgresql://user@host/db.")
-def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandbox, force, db_url):
+@click.option("--cluster", default=None, metavar="ADDRESS", help="Grade on the workers of a Dask cluster "
+              "(e.g. tcp://10.0.0.5:8786; start workers with `dask worker ADDRESS`); results merge here.")
+def autograde(assignment, course_dir, students, jobs, timeout, wall_limit, sandbox, force, db_url, cluster):
     """Autograde the submissions of ASSIGNMENT under COURSE_DIR/submitted/ and print the gradebook."""
     course = course_dir.resolve()
     try:
         results, seconds, cfg, skipped = autograde_class(course, assignment, jobs, timeout, wall_limit, students,
-                                                         sandbox, force=force or bool(students), db_url=db_url)
+                                                         sandbox, force=force or bool(students), db_url=db_url,
+                                                         cluster=cluster)
         _report(course, assignment, results, seconds, cfg)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: what was graded is recorded and the gradebook is consistent. Run the same "

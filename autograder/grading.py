@@ -344,16 +344,21 @@ def warm_up(assignment: str) -> None:
 
 def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, timeout: int | None = None,
                wall_limit: float = 900.0, progress=None, keep: Path | None = None, course: Path | None = None,
-               cfg=None, prestart: bool = True):
+               cfg=None, prestart: bool = True, cluster: str | None = None):
     """Grade each submission folder (student -> folder with the notebook), ``jobs`` at once, each in its
     own process and throwaway course, with the course's configuration.
 
     Yields :class:`Result` objects as they finish (the autograded notebook is moved into
     ``keep/<student>/<assignment>/`` when ``keep`` is given). Never raises for a submission's fault.
     With ``prestart``, sandboxed kernels are started ahead (:mod:`.trusted.pool`), one per submission.
+    With ``cluster`` (a Dask scheduler's address), workers grade and this process merges (:mod:`.cluster`).
     """
     from .trusted.runner import course_secret
     cfg = cfg if cfg is not None else course_config(course)
+    if cluster:
+        from .cluster import grade_on_cluster
+        yield from grade_on_cluster(cluster, assignment, submissions, timeout, wall_limit, progress, keep, course, cfg)
+        return
     warm_up(assignment)
     secret_dir = course if course is not None else Path(tempfile.mkdtemp(prefix="bncourse-secret-"))
     course_secret(secret_dir)
