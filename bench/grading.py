@@ -124,6 +124,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--baseline", help="a git revision whose bncourse is measured too (e.g. 761ebf8)")
+    ap.add_argument("--cluster-workers", default="", help="also grade on a local Dask cluster with these numbers "
+                    "of worker processes, e.g. 1,2,4 (throughput of --cluster)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     trees = {"current": REPO}
@@ -153,6 +155,22 @@ def main(argv=None) -> dict:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["baseline"])],
                            capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+    cluster = {}
+    for n in [int(w) for w in args.cluster_workers.split(",") if w]:
+        import distributed
+        root = work / f"cluster-{n}"
+        build_class(root, REPO, args.n)
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      silence_logs=40) as lc:
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", "from autograder.cli import main; main()", "autograde", A,
+                                   "--course-dir", str(root), "--cluster", lc.scheduler_address],
+                                  cwd=root, env=_env(REPO), capture_output=True, text=True)
+            seconds = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
+        cluster[n] = seconds / args.n
+        print(f"cluster, {n} worker(s): {cluster[n]:.2f} s per submission", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "machine": machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -165,6 +183,11 @@ def main(argv=None) -> dict:
     }
     if args.baseline:
         result["current_vs_baseline"] = med["bncourse-current"] / med["bncourse-baseline"]
+    if cluster:
+        result["cluster_seconds_per_submission"] = cluster
+        best = min(cluster.values())
+        # 2,000 learners x 7 modules, if each of W machines like this one runs as many workers as cores
+        result["projection_2000x7_hours_per_machine"] = 2000 * 7 * best / 3600
     RESULTS.mkdir(exist_ok=True)
     slug = f"grading-{result['machine']}"
     (RESULTS / f"{slug}.json").write_text(json.dumps(result, indent=1))
@@ -181,6 +204,12 @@ def main(argv=None) -> dict:
         lines.append(f"Fixed overhead per submission (grading process wall time minus cells and checks): "
                      f"median {o['median']:.2f} s, max {o['max']:.2f} s.")
     lines.append(f"Scores identical across engines: {result['scores_equal']}.")
+    if cluster:
+        lines += ["", "| local Dask workers | s per submission |", "|---|---|"]
+        lines += [f"| {n} | {v:.2f} |" for n, v in cluster.items()]
+        lines.append(f"Projection: 2,000 learners x 7 modules = 14,000 submissions take "
+                     f"{result['projection_2000x7_hours_per_machine']:.1f} machine-hours at the best rate above "
+                     "(Module 01-sized notebooks; W such machines as workers divide it by W).")
     (RESULTS / f"{slug}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
