@@ -21,6 +21,11 @@ sandbox:
 	    echo "NOTE: bubblewrap (bwrap) is not installed, so notebooks will be graded UNSANDBOXED here."; \
 	    echo "      On Debian/Ubuntu: sudo apt-get install bubblewrap"; \
 	  fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostgreSQL (the tests start a server for the class gradebook)"; \
+	    apt-get install -y -q postgresql >/dev/null 2>&1 || true; \
+	  fi; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
