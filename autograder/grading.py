@@ -156,10 +156,20 @@ def template_db(assignment: str, cfg=None, timeout: int = 60) -> Path:
 
 
 def ensure_assignment(course: Path, assignment: str, cfg=None) -> None:
-    """Record ``assignment`` in the course's gradebook (generating it from the source) unless it is there."""
+    """Record ``assignment`` in the course's gradebook (generating it from the source) unless it is there.
+
+    A course whose SQLite gradebook does not exist yet starts as a copy of the cached template gradebook
+    (nbgrader's own generate_assignment costs seconds: it sets the database up with alembic)."""
     from nbgrader.api import MissingEntry
     cfg = cfg if cfg is not None else course_config(course)
     _ensure_path()
+    url = db_url_of(cfg, course)
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(template_db(assignment, cfg), path)
+            return
     with store.open_gradebook(db_url_of(cfg, course), course_id_of(cfg)) as gb:
         try:
             if gb.find_assignment(assignment).notebooks:
