@@ -35,11 +35,18 @@ MODULES = (
     Module("03_normalization_family", "The normalization family and its pitfalls", "autograder.checks.m03",
            "autograder.bank.m03", 15, Policy(deny=BASE_DENY + TORCH, preload=NOTEBOOK_IMPORTS, lazy=LAZY)),
     # torch stays whole (ResidualBlock and adapt_bn_statistics need its BN layers); its ready-made BN folding
-    # (fusion helpers, and the JIT passes behind torch.jit.freeze and fuse_conv_bn_jit) refuses
+    # refuses: the fusion helpers in every module that holds them after `import torch` (each named, since a
+    # hidden function is replaced in its own module), and the JIT passes behind torch.jit.freeze and
+    # fuse_conv_bn_jit
     Module("04_case_study_vision", "Case study: vision", "autograder.checks.m04", "autograder.bank.m04", 15,
            Policy(deny=BASE_DENY + ("cases",), preload=NOTEBOOK_IMPORTS + ("torch",), lazy=LAZY,
-                  hide=tuple(f"torch.nn.utils.fusion:{f}" for f in ("fuse_conv_bn_weights", "fuse_conv_bn_eval",
-                                                                     "fuse_linear_bn_weights", "fuse_linear_bn_eval"))
+                  hide=tuple(f"{m}:{f}" for f in ("fuse_conv_bn_weights", "fuse_conv_bn_eval", "fuse_linear_bn_weights",
+                                                   "fuse_linear_bn_eval")
+                             for m in ("torch.nn.utils.fusion", "torch.nn.utils"))
+                  + tuple(f"torch.ao.nn.{m}:fuse_conv_bn_weights" for m in (
+                      "intrinsic.qat.modules.conv_fused", "quantized.modules.conv", "intrinsic.quantized.modules.conv_relu"))
+                  + tuple(f"torch.ao.nn.{m}:fuse_linear_bn_weights" for m in (
+                      "intrinsic.qat.modules.linear_fused", "quantized.modules.linear"))
                   + tuple(f"torch._C:{f}" for f in ("_jit_pass_fold_convbn", "_jit_pass_fold_frozen_conv_bn",
                                                      "_jit_pass_optimize_frozen_graph")))),
 )

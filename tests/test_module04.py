@@ -107,18 +107,53 @@ def test_page_quotes_what_the_notebook_measured():
 def test_module04_through_nbgrader(tmp_path):
     """Every Module 04 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades
     the assignment (sandboxed kernel, trusted checks): the reference and a correct variant get full marks,
-    the release notebook 0, and one bug per graded function loses points."""
+    the release notebook 0, and one learner with a breaking mistake in each graded function loses that
+    function's points (one submission for the three, to keep the run short)."""
     from test_grading_e2e import auto_total, grade_class   # tests/ is on sys.path under pytest
+
+    from autograder.bank import apply_bug
+    from autograder.samples import Sample, strip_markers
     picked = {}
     for bug in m04.BUGS:
         if bug.breaks:
             picked.setdefault(bug.grade_id, bug)
-    bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m04.CORRECT_VARIANTS)
-    _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank)
+    sources = {k: strip_markers(v) for k, v in solution_sources(ASSIGNMENT).items()}
+    for bug in picked.values():
+        sources = apply_bug(sources, bug)
+    bank = types.SimpleNamespace(BUGS=[], CORRECT_VARIANTS=m04.CORRECT_VARIANTS)
+    _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank, extra=[Sample("bugs", "", sources=sources)])
     top = auto_total(table["reference"])
     assert top == 18.0
     for name in m04.CORRECT_VARIANTS:
         assert auto_total(table[f"variant_{name}"]) == top, name
     assert table["blank"]["total"] == 0.0
-    assert all(auto_total(table[f"bug_{b.name}"]) <= top - 6 for b in bank.BUGS), \
-        {b.name: auto_total(table[f"bug_{b.name}"]) for b in bank.BUGS}
+    for gid in picked:    # a breaking mistake: the function's cells score 0
+        assert table["bugs"][f"test_{gid}"] == 0.0 and table["bugs"][f"test_{gid}_hidden"] == 0.0, gid
+
+
+@pytest.mark.slow
+def test_grading_kernel_refuses_torch_folding_but_runs_bn():
+    """In Module 04's grading kernel torch's BN layers work, and every ready-made folding path refuses:
+    the fusion helpers under each name they are imported by, torch.ao's fuse_modules, torch.fx's fuse and
+    torch.jit.freeze; `cases` (the reference implementations) is absent."""
+    import sys
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap sandboxes are Linux-only")
+    from test_sandbox import Kernel   # tests/ is on sys.path under pytest
+    k = Kernel(ASSIGNMENT)
+    try:
+        out, err, _ = k.run("import torch, torch.nn as nn\nprint(nn.BatchNorm2d(3)(torch.randn(2, 3, 4, 4)).shape)")
+        assert err is None and "torch.Size([2, 3, 4, 4])" in out
+        conv_bn = "m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()\n"
+        for code in ["from torch.nn.utils.fusion import fuse_conv_bn_eval\nfuse_conv_bn_eval(m[0], m[1])",
+                     "from torch.nn.utils import fuse_conv_bn_weights\nfuse_conv_bn_weights(*[torch.ones(2)] * 7)",
+                     "from torch.nn.utils import fuse_linear_bn_weights\nfuse_linear_bn_weights(*[torch.ones(2)] * 7)",
+                     "import torch.ao.quantization as q\nq.fuse_modules(m, [['0', '1']])",
+                     "import torch.fx.experimental.optimization as o\no.fuse(m)",
+                     "torch.jit.freeze(torch.jit.script(m))"]:
+            _, err, msg = k.run(conv_bn + code)
+            assert err == "RuntimeError" and "not available while this notebook is graded" in msg, (code, err, msg)
+        _, err, _ = k.run("import cases")
+        assert err == "ImportError"
+    finally:
+        k.close()
