@@ -14,6 +14,7 @@ always a :class:`Saved`. The pairs:
 * :func:`layer_norm_forward` / :func:`layer_norm_backward`; :func:`group_norm_forward` / :func:`group_norm_backward`.
 * :func:`batch_renorm_forward` / :func:`batch_renorm_backward` (with :func:`batch_renorm_limits`),
   :func:`ghost_batch_norm_forward` / :func:`ghost_batch_norm_backward`,
+  :func:`masked_batch_norm_forward` / :func:`masked_batch_norm_backward` (padded sequences, an (N, T) mask),
   :func:`weight_norm_forward` / :func:`weight_norm_backward`.
 
 :mod:`bnlib.nn` (imports torch) holds drop-ins for torch's normalization layers (BatchNorm1d/2d/3d,
@@ -24,19 +25,16 @@ InstanceNorm1d/2d/3d, LayerNorm, GroupNorm, SyncBatchNorm) built on these functi
 from . import gradcheck
 from ._backend import Backend, set_num_threads, set_torch_route, torch_route
 from ._checks import ShapeError
-from .batch_norm import batch_norm_backward
-from .batch_renorm import batch_renorm_backward, batch_renorm_limits, ghost_batch_norm_backward
+from .batch_norm import batch_norm_backward, batch_norm_forward
+from .batch_renorm import (batch_renorm_backward, batch_renorm_forward, batch_renorm_limits, ghost_batch_norm_backward,
+                           ghost_batch_norm_forward)
 from .gradcheck import numerical_gradient, rel_error
-from .group_norm import group_norm_backward
-from .instance_norm import instance_norm_backward
-from .layer_norm import layer_norm_backward
+from .group_norm import group_norm_backward, group_norm_forward
+from .instance_norm import instance_norm_backward, instance_norm_forward
+from .layer_norm import layer_norm_backward, layer_norm_forward
+from .masked import masked_batch_norm_backward, masked_batch_norm_forward   # padded sequences (Module 05)
 from .saved import Grads, Saved
-from .weight_norm import weight_norm_forward
-# The forward functions also accept bnlib 0.1's positional forms until the course has moved over.
-from ._legacy import (BatchNormSaved, NormSaved, batch_norm_forward, batch_renorm_forward,  # noqa: E402
-                      ghost_batch_norm_forward, group_norm_forward, instance_norm_forward, layer_norm_forward,
-                      weight_norm, weight_norm_backward)
-from .masked import masked_batch_norm_backward, masked_batch_norm_forward  # noqa: E402  (padded sequences, Module 05)
+from .weight_norm import weight_norm_backward, weight_norm_forward
 
 __all__ = [
     "Saved",
@@ -56,6 +54,8 @@ __all__ = [
     "batch_renorm_limits",
     "ghost_batch_norm_forward",
     "ghost_batch_norm_backward",
+    "masked_batch_norm_forward",
+    "masked_batch_norm_backward",
     "weight_norm_forward",
     "weight_norm_backward",
     "gradcheck",

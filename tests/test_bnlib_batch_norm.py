@@ -272,9 +272,9 @@ def test_shape_errors_are_value_and_runtime_errors():
 def test_per_channel_arrays_are_keyword_only():
     x, w, b = np.ones((4, 3)) * np.arange(4)[:, None], np.ones(3), np.zeros(3)
     with pytest.raises(TypeError):
-        bnlib.batch_norm.batch_norm_forward(x, w, b, training=True)
+        bnlib.batch_norm_forward(x, w, b, training=True)
     with pytest.raises(TypeError, match="training"):
-        bnlib.batch_norm.batch_norm_forward(x, weight=w)
+        bnlib.batch_norm_forward(x, weight=w)
 
 
 def test_backward_rejects_wrong_dy_and_foreign_state():
@@ -314,14 +314,3 @@ def test_threads_setting():
     with pytest.raises(ValueError):
         bnlib.set_num_threads(0)
 
-
-def test_legacy_positional_forms_still_work():
-    """bnlib 0.1's positional calls (used by the course until it moves over) give the new results."""
-    rng = np.random.default_rng(8)
-    x, w, b = make((6, 3), rng)
-    rm, rv = np.zeros(3), np.ones(3)
-    y_old, s_old = bnlib.batch_norm_forward(x, w, b, rm.copy(), rv.copy(), True, 0.1, 1e-5)
-    y_new, s_new = bnlib.batch_norm.batch_norm_forward(x, weight=w, bias=b, running_mean=rm, running_var=rv,
-                                                       training=True)
-    np.testing.assert_array_equal(y_old, y_new)
-    np.testing.assert_array_equal(s_old.normalized(), s_new.normalized())

@@ -33,7 +33,10 @@ PAIRS = [
 FUNCTIONAL_NN = [bnn.batch_norm, bnn.instance_norm, bnn.layer_norm, bnn.group_norm, bnn.sync_batch_norm]
 
 
-@pytest.mark.parametrize("fn", [p[0] for p in PAIRS] + [weight_norm.weight_norm_forward] + FUNCTIONAL_NN,
+PUBLIC = [getattr(bnlib, n) for n in bnlib.__all__ if n.endswith("_forward")]
+
+
+@pytest.mark.parametrize("fn", [p[0] for p in PAIRS] + [weight_norm.weight_norm_forward] + FUNCTIONAL_NN + PUBLIC,
                          ids=lambda f: f.__module__ + "." + f.__name__)
 def test_per_channel_arrays_are_keyword_only(fn):
     params = inspect.signature(fn).parameters

@@ -256,17 +256,3 @@ def test_precise_bn_recomputes_population_statistics():
     with pytest.raises(ValueError, match="no BatchNorm"):
         bnn.precise_bn(torch.nn.Linear(2, 2), batches)
 
-
-def test_legacy_positional_forms_still_work():
-    """bnlib 0.1's positional calls (used by the course until it moves over) give the new results."""
-    rng = np.random.default_rng(10)
-    x, w, b = rng.normal(size=(4, 6, 3)), rng.normal(size=6), rng.normal(size=6)
-    np.testing.assert_array_equal(bnlib.layer_norm_forward(x, 3, w[:3], b[:3], 1e-5)[0],
-                                  bnlib.layer_norm.layer_norm_forward(x, 3, weight=w[:3], bias=b[:3])[0])
-    np.testing.assert_array_equal(bnlib.group_norm_forward(x, 2, w, b)[0],
-                                  bnlib.group_norm.group_norm_forward(x, 2, weight=w, bias=b)[0])
-    rm, rv = rng.normal(size=6), rng.uniform(0.5, 2, 6)
-    y_old, _ = bnlib.batch_renorm_forward(x, w, b, rm.copy(), rv.copy(), True, 1.5, 0.5, 0.1, 1e-5)
-    y_new, _ = bnlib.batch_renorm.batch_renorm_forward(x, weight=w, bias=b, running_mean=rm, running_var=rv,
-                                                       training=True, r_max=1.5, d_max=0.5)
-    np.testing.assert_array_equal(y_old, y_new)
