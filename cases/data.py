@@ -93,3 +93,7 @@ def batches(x: torch.Tensor, batch_size: int, generator: torch.Generator | None 
 def to_numpy(x: torch.Tensor) -> np.ndarray:
     """A float32 NumPy copy of a tensor (for the NumPy corruption functions)."""
     return x.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+from . import text as _text  # noqa: E402,F401  registers "names" (Module 05's census names, cases/text.py)
+from . import rl as _rl  # noqa: E402,F401  registers "Pendulum-v1", "CartPole-v1" (Module 06, cases/rl.py)
