@@ -49,6 +49,9 @@ MODULES = (
                       "intrinsic.qat.modules.linear_fused", "quantized.modules.linear"))
                   + tuple(f"torch._C:{f}" for f in ("_jit_pass_fold_convbn", "_jit_pass_fold_frozen_conv_bn",
                                                      "_jit_pass_optimize_frozen_graph")))),
+    # torch whole (the networks use nn.BatchNorm1d); gymnasium is for the experiments, which grading skips
+    Module("06_case_study_rl", "Case study: reinforcement learning", "autograder.checks.m06", "autograder.bank.m06", 12,
+           Policy(deny=BASE_DENY + ("cases", "gymnasium"), preload=NOTEBOOK_IMPORTS + ("torch",), lazy=LAZY)),
 )
 
 

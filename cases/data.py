@@ -96,3 +96,4 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 from . import text as _text  # noqa: E402,F401  registers "names" (Module 05's census names, cases/text.py)
+from . import rl as _rl  # noqa: E402,F401  registers "Pendulum-v1", "CartPole-v1" (Module 06, cases/rl.py)

@@ -288,7 +288,7 @@ def _policy_case(gen, b, norm=None, noise_seed=0):
                 noise_seed=noise_seed, dtype="float64", mode="train")
 
 
-def _critic_case(gen, norm, hidden=(6, 5)):
+def _critic_case(gen, norm, hidden=(6,)):
     return dict(obs_dim=OBS, act_dim=ACT, hidden=list(hidden), norm=norm,
                 seed=int(torch.randint(0, 10_000, (), generator=gen)), dtype="float64", mode="train")
 
@@ -314,7 +314,7 @@ def check_select_action(select_action, points: float = 2.0, hidden: bool = False
     seen = {}
 
     def case(key, n, deterministic=None, mode="train", frozen=(), tol=TOL_ACT):
-        spec = dict(obs_dim=OBS, act_dim=ACT, hidden=[8, 8], norm="bn", dtype="float32", mode=mode, frozen=list(frozen),
+        spec = dict(obs_dim=OBS, act_dim=ACT, hidden=[8], norm="bn", dtype="float32", mode=mode, frozen=list(frozen),
                     seed=int(torch.randint(0, 10_000, (), generator=gen)),
                     noise_seed=int(torch.randint(0, 10_000, (), generator=gen)))
         shape = (OBS,) if n is None else (n, OBS)

@@ -10,6 +10,7 @@ noise from ``policy.generator``; ``critic(obs, action) -> (B, 2)``.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -74,7 +75,7 @@ class Policy(nn.Module):
         super().__init__()
         self.body = _mlp([obs_dim, *hidden], norm)
         self.head = nn.Linear(hidden[-1], 2 * act_dim)
-        self.generator = torch.Generator()
+        self.generator = None
 
     def forward(self, obs, deterministic=False):
         mean, log_std = self.head(self.body(obs)).chunk(2, dim=-1)
@@ -100,11 +101,10 @@ class Critic(nn.Module):
         return torch.cat([q(x) for q in self.q], dim=-1)
 
 
-def build(kind, spec):
-    """A ``Policy`` or ``Critic`` from ``spec``: obs_dim, act_dim, hidden, norm (None, "bn", "brn"), seed,
-    dtype ("float32"/"float64"); weights from ``seed``, and random running statistics (means around 0.3,
-    variances 0.5..2), gammas and betas so that batch and running statistics disagree. ``frozen``: indices
-    of normalization layers put in eval mode after ``mode`` ("train"/"eval") is set on the whole network."""
+_BUILT = {}   # networks already built, by kind and spec (building torch modules is the slow part)
+
+
+def _fresh(kind, spec):
     torch.manual_seed(spec["seed"])
     cls = Policy if kind == "policy" else Critic
     net = cls(spec["obs_dim"], spec["act_dim"], tuple(spec["hidden"]), spec.get("norm"))
@@ -118,13 +118,26 @@ def build(kind, spec):
                 m.weight.copy_(torch.randn(c, generator=gen) * 0.2 + 1.0)
                 m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
                 m.num_batches_tracked.fill_(50)
-    net = net.to(getattr(torch, spec.get("dtype", "float64")))
+    return net.to(getattr(torch, spec.get("dtype", "float64")))
+
+
+def build(kind, spec):
+    """A ``Policy`` or ``Critic`` from ``spec``: obs_dim, act_dim, hidden, norm (None, "bn", "brn"), seed,
+    dtype ("float32"/"float64"); weights from ``seed``, and random running statistics (means around 0.3,
+    variances 0.5..2), gammas and betas so that batch and running statistics disagree. ``mode``
+    ("train"/"eval") is set on the whole network, then ``frozen`` (indices of normalization layers) put in
+    eval mode; a policy's noise generator is seeded with ``noise_seed``."""
+    key = (kind, spec["obs_dim"], spec["act_dim"], tuple(spec["hidden"]), spec.get("norm"), spec["seed"],
+           spec.get("dtype", "float64"))
+    if key not in _BUILT:
+        _BUILT[key] = _fresh(kind, spec)
+    net = copy.deepcopy(_BUILT[key])
     net.train(spec.get("mode", "train") == "train")
     norms = [m for m in net.modules() if isinstance(m, NORM_TYPES)]
     for i in spec.get("frozen", ()):
         norms[i].eval()
     if kind == "policy":
-        net.generator.manual_seed(spec.get("noise_seed", 0))
+        net.generator = torch.Generator().manual_seed(spec.get("noise_seed", 0))
     return net
 
 
