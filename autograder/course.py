@@ -49,6 +49,11 @@ MODULES = (
                       "intrinsic.qat.modules.linear_fused", "quantized.modules.linear"))
                   + tuple(f"torch._C:{f}" for f in ("_jit_pass_fold_convbn", "_jit_pass_fold_frozen_conv_bn",
                                                      "_jit_pass_optimize_frozen_graph")))),
+    # torch without its normalization layers: LayerNormLSTMCell's layer norms must be the learner's own (masked
+    # batch norm is NumPy); torch 2.13 ships no LN-LSTM cell and no masked batch or layer norm to hide
+    Module("05_case_study_nlp", "Case study: NLP", "autograder.checks.m05", "autograder.bank.m05", 15,
+           Policy(deny=BASE_DENY + ("cases",), torch_normalization=False, preload=NOTEBOOK_IMPORTS + ("torch",),
+                  lazy=LAZY)),
     # torch whole (the networks use nn.BatchNorm1d); gymnasium is for the experiments, which grading skips
     Module("06_case_study_rl", "Case study: reinforcement learning", "autograder.checks.m06", "autograder.bank.m06", 12,
            Policy(deny=BASE_DENY + ("cases", "gymnasium"), preload=NOTEBOOK_IMPORTS + ("torch",), lazy=LAZY)),
