@@ -592,3 +592,10 @@ def checked_crossq(fn):
 def checked_target_loss(fn):
     """The learner's ``critic_loss_with_target`` if it passes :func:`probe_target_loss`, else the reference."""
     return _verify.checked(fn, critic_loss_with_target, probe_target_loss, "critic_loss_with_target")
+
+
+def mean_range(values, digits: int = 0) -> str:
+    """"mean (range min to max)" of values over seeds or environments, written so that negative returns read
+    clearly, e.g. ``-152 (range -170 to -139)``."""
+    v = np.asarray(values, dtype=np.float64)
+    return f"{v.mean():.{digits}f} (range {v.min():.{digits}f} to {v.max():.{digits}f})"
