@@ -541,13 +541,21 @@ attack(name="f03_partial_bnlib", family=3, module=M1, flag=None,
        cells={F: _c('''
            import functools, importlib
            _lib = importlib.import_module("bnlib")
-           batchnorm_forward = functools.partial(_lib.batch_norm_forward)
+           def _kw(f, x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+               # bnlib 1.0 takes the per-channel arrays by keyword
+               return tuple(f(x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var,
+                              training=training, momentum=momentum, eps=eps))
+
+           def _bw(f, dout, cache):
+               return tuple(f(dout, cache))
+
+           batchnorm_forward = functools.partial(_kw, _lib.batch_norm_forward)
            batchnorm_forward.__name__ = "batchnorm_forward"
        '''), B: _c('''
-           batchnorm_backward = functools.partial(_lib.batch_norm_backward)
+           batchnorm_backward = functools.partial(_bw, _lib.batch_norm_backward)
            batchnorm_backward.__name__ = "batchnorm_backward"
        '''), A: _c('''
-           batchnorm_backward_alt = functools.partial(_lib.batch_norm_backward)
+           batchnorm_backward_alt = functools.partial(_bw, _lib.batch_norm_backward)
            batchnorm_backward_alt.__name__ = "batchnorm_backward_alt"
        ''')},
        today="19/19, flagged")
@@ -557,13 +565,14 @@ attack(name="f03_default_arg_import", family=3, module=M1, flag=None,
        cells={F: _c('''
            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5,
                                  _impl=__import__("bnlib").batch_norm_forward):
-               return _impl(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+               return tuple(_impl(x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var,
+                                  training=training, momentum=momentum, eps=eps))
        '''), B: _c('''
            def batchnorm_backward(dout, cache, _impl=__import__("bnlib").batch_norm_backward):
-               return _impl(dout, cache)
+               return tuple(_impl(dout, cache))
        '''), A: _c('''
            def batchnorm_backward_alt(dout, cache, _impl=__import__("bnlib").batch_norm_backward):
-               return _impl(dout, cache)
+               return tuple(_impl(dout, cache))
        ''')},
        today="19/19, not flagged")
 
@@ -642,15 +651,16 @@ attack(name="f03_pickle_eval_alias", family=3, module=M1,
            _T = (pickle.loads(b"cbn" + b"lib\\nbatch_norm_forward\\n."),)
 
            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-               return _T[0](x, gamma, beta, running_mean, running_var, training, momentum, eps)
+               return tuple(_T[0](x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var,
+                                  training=training, momentum=momentum, eps=eps))
        '''), B: _c('''
            _EV = eval
 
            def batchnorm_backward(dout, cache):
-               return _EV("__imp" + "ort__('bn" + "lib').batch_norm_backward")(dout, cache)
+               return tuple(_EV("__imp" + "ort__('bn" + "lib').batch_norm_backward")(dout, cache))
        '''), A: _c('''
            def batchnorm_backward_alt(dout, cache):
-               return _EV("__imp" + "ort__('bn" + "lib').batch_norm_backward")(dout, cache)
+               return tuple(_EV("__imp" + "ort__('bn" + "lib').batch_norm_backward")(dout, cache))
        ''')},
        today="19/19, not flagged")
 
@@ -689,13 +699,15 @@ attack(name="f03_exec_bnlib_source", family=3, module=M1,
            exec(compile(_src.read_text(), "mybn.py", "exec"), _NS)
 
            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-               return _NS["batch_norm_forward"](x, gamma, beta, running_mean, running_var, training, momentum, eps)
+               return tuple(_NS["batch_norm_forward"](x, weight=gamma, bias=beta, running_mean=running_mean,
+                                                      running_var=running_var, training=training, momentum=momentum,
+                                                      eps=eps))
        '''), B: _c('''
            def batchnorm_backward(dout, cache):
-               return _NS["batch_norm_backward"](dout, cache)
+               return tuple(_NS["batch_norm_backward"](dout, cache))
        '''), A: _c('''
            def batchnorm_backward_alt(dout, cache):
-               return _NS["batch_norm_backward"](dout, cache)
+               return tuple(_NS["batch_norm_backward"](dout, cache))
        ''')},
        today="19/19, not flagged")
 
@@ -863,11 +875,14 @@ attack(name="f03_m03_bnlib_partial", family=3, module=M3, flag=None,
            import functools, importlib
            _lib = importlib.import_module("bn" + "lib")
            _P = {"gn": functools.partial(_lib.group_norm_forward), "gnb": functools.partial(_lib.group_norm_backward)}
-           groupnorm_forward = lambda x, gamma, beta, G, eps=1e-5: _P["gn"](x, G, gamma, beta, eps)
+           groupnorm_forward = lambda x, gamma, beta, G, eps=1e-5: tuple(_P["gn"](x, G, weight=gamma, bias=beta, eps=eps))
        '''), GB: _c('''
-           groupnorm_backward = lambda dout, cache: _P["gnb"](dout, cache)
+           groupnorm_backward = lambda dout, cache: tuple(_P["gnb"](dout, cache))
        '''), RF: _c('''
-           batch_renorm_forward = functools.partial(_lib.batch_renorm_forward)
+           def _brn(f, x, gamma, beta, running_mean, running_var, training, r_max, d_max, momentum=0.1, eps=1e-5):
+               return tuple(f(x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var,
+                              training=training, r_max=r_max, d_max=d_max, momentum=momentum, eps=eps))
+           batch_renorm_forward = functools.partial(_brn, _lib.batch_renorm_forward)
            batch_renorm_forward.__name__ = "batch_renorm_forward"
        ''')},
        today="14/14 group norm and renorm points, flagged")
