@@ -103,6 +103,20 @@ def test_page_quotes_what_the_notebook_measured():
         assert f'"{row["experiment"]}"' in source, row["experiment"]
 
 
+def test_experiments_import_cases_as_a_package():
+    """The visible tests' guard reads the names a learner's function uses (e.g. ``bn.train()`` uses
+    ``train``); a notebook global ``train`` bound to ``cases.train`` would make it look like delegation.
+    So experiment cells keep cases' modules under ``cases.``."""
+    import ast
+    import nbformat
+    nb = nbformat.read(next((REPO / "solutions" / ASSIGNMENT).glob("*.ipynb")), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "cases":
+                    raise AssertionError(f"{cell.metadata['nbgrader']['grade_id']}: from {node.module} import ...")
+
+
 @pytest.mark.slow
 def test_module04_through_nbgrader(tmp_path):
     """Every Module 04 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades
