@@ -14,6 +14,15 @@ from autograder.config import REPO
 from cases import data, text
 
 ASSIGNMENT = m05.ASSIGNMENT
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one torch thread (a loaded 2-core machine makes torch's pool many times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 PAGE = REPO / "course" / "modules" / f"{ASSIGNMENT}.md"
 
 STUBS = {
