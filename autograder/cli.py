@@ -413,13 +413,16 @@ lab: venv
 
 
 def build_learner_package(out: Path) -> Path:
-    """A copy of the course for learners of a graded class: the library, the checks, the released
-    notebooks and the course pages; no solutions/, no hidden tests, no bank of bugs, no tests."""
+    """A copy of the course for learners of a graded class: the library, the case-study helpers, the
+    checks, the released notebooks and the course pages; no solutions/, no hidden tests, no bank of bugs,
+    no tests."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
     shutil.copytree(REPO / "bnlib", out / "bnlib", ignore=skip)
+    if (REPO / "cases").is_dir():   # the case studies' experiment helpers (Modules 04-06)
+        shutil.copytree(REPO / "cases", out / "cases", ignore=skip)
     shutil.copytree(REPO / "autograder", out / "autograder",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "bank", "samples"))
     shutil.copytree(RELEASE, out / "notebooks", ignore=skip)

@@ -50,23 +50,21 @@ def test_hidden_seeds_depend_on_the_course_secret_and_the_cell():
     assert a != b and a == salted(1502, b"one", "t") and a != salted(1502, b"one", "u")
 
 
-def test_run_check_clips_and_refuses_non_floats():
+def test_run_check_clips_and_refuses_non_floats(monkeypatch):
     from autograder.trusted import runner
 
     class Fake:
         pass
     fake = Fake()
+    real = importlib.import_module
+    monkeypatch.setattr(runner.importlib, "import_module", lambda name: fake if name == "fake" else real(name))
+    call = runner.CheckCall("fake", "check_x", [], {"points": 3})
     fake.check_x = lambda *a, points, **k: float("nan")
-    runner.importlib.import_module = lambda name, real=importlib.import_module: fake if name == "fake" else real(name)
-    try:
-        call = runner.CheckCall("fake", "check_x", [], {"points": 3})
-        assert run_check(call, [], 3.0, "g")[1] == 0.0
-        fake.check_x = lambda *a, points, **k: 99.0
-        assert run_check(call, [], 3.0, "g")[1] == 3.0
-        fake.check_x = lambda *a, points, **k: "3"
-        assert run_check(call, [], 3.0, "g")[1] == 0.0
-    finally:
-        runner.importlib.import_module = importlib.import_module
+    assert run_check(call, [], 3.0, "g")[1] == 0.0
+    fake.check_x = lambda *a, points, **k: 99.0
+    assert run_check(call, [], 3.0, "g")[1] == 3.0
+    fake.check_x = lambda *a, points, **k: "3"
+    assert run_check(call, [], 3.0, "g")[1] == 0.0
 
 
 def test_review_has_no_false_positive_on_honest_code():

@@ -113,7 +113,8 @@ def unpack(result, n: int, name: str, what: str):
 
 
 def _code_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
+    """Global names the code reads (not attribute names: ``bn.train()`` does not read a global ``train``)."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _code_names(const)

@@ -67,9 +67,12 @@ def _hide(target: str) -> list[str]:
 
     def refuse(*args, **kwargs):
         raise RuntimeError(message)
+    original = getattr(module, attr, None)
+    if original is None:
+        return []
     for mod in list(sys.modules.values()):   # also where it was imported by name into another module
         try:
-            if getattr(mod, attr, None) is getattr(module, attr, refuse):
+            if getattr(mod, attr, None) is original:
                 setattr(mod, attr, refuse)
         except Exception:  # noqa: BLE001 - odd modules refuse attributes
             pass
