@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     notebook, page = Path(args[0]), Path(args[1])
     results = page.with_suffix(".results.json")
+    from .runtime import QUICK_VARIABLE, quick
+    if quick() and not render_only:
+        print(f"{QUICK_VARIABLE} is set: a quick run's numbers are not results; unset it to write {results}",
+              file=sys.stderr)
+        return 2
     if render_only:
         page.write_text(replace_block(page.read_text(), render(json.loads(results.read_text()))))
         return 0

@@ -17,6 +17,20 @@ T = TypeVar("T")
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+QUICK_VARIABLE = "BNCOURSE_QUICK"
+
+
+def quick() -> bool:
+    """True when ``BNCOURSE_QUICK=1``: the test suite's smoke run of every notebook, where each experiment
+    runs every line of its code at a small size (fewer seeds, steps, samples). Conclusions are drawn from
+    full runs only (``make notebooks``); a quick run does not write results for module pages."""
+    return os.environ.get(QUICK_VARIABLE, "") not in ("", "0")
+
+
+def sized(full: T, small: T) -> T:
+    """``full``, or ``small`` in a quick run (:func:`quick`), e.g. ``seeds = sized((0, 1, 2, 3, 4), (0, 1))``."""
+    return small if quick() else full
+
 
 def limit_threads(n: int = 1) -> int:
     """Run torch and NumPy's BLAS on ``n`` threads (1 by default); returns ``n``.
