@@ -209,6 +209,7 @@ def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | Non
     if not subs:
         raise click.UsageError(f"no submissions under {submitted}/*/{assignment}/")
     grading.ensure_assignment(course, assignment, cfg)
+    grading.register_students(course, subs, cfg)
     keep = course / cfg.CourseDirectory.get("autograded_directory", "autograded")
     version = grading.grader_version(assignment)
     digests = {s: grading.input_digest(assignment, p, cfg, course, version) for s, p in subs.items()}

@@ -533,6 +533,12 @@ def merge(course: Path, assignment: str, res: Result, cfg=None) -> None:
     store.merge(db_url_of(cfg, course), assignment, res, course_id_of(cfg))
 
 
+def register_students(course: Path, students, cfg=None) -> None:
+    """Add the students the gradebook does not know yet, sorted (see :func:`store.register_students`)."""
+    cfg = cfg if cfg is not None else course_config(course)
+    store.register_students(db_url_of(cfg, course), students, course_id_of(cfg))
+
+
 def gradebook_rows(course: Path, assignment: str, cfg=None) -> tuple[list[str], list[list]]:
     """Header and rows (one per student) of the assignment's gradebook: points per graded cell."""
     cfg = cfg if cfg is not None else course_config(course)

@@ -30,6 +30,16 @@ def assignment_duedate(db_url: str, assignment: str, course_id: str = "default_c
             return None
 
 
+def register_students(db_url: str, students, course_id: str = "default_course") -> None:
+    """Add the students (in sorted order) that the gradebook does not know yet. nbgrader lists students
+    in the order they were added (names being equal): registering them before grading keeps exports in the
+    same order as ``nbgrader autograde``'s, whatever order parallel grading finishes in."""
+    with open_gradebook(db_url, course_id) as gb:
+        known = {s.id for s in gb.students}
+        for student in sorted(set(students) - known):
+            gb.update_or_create_student(student)
+
+
 def merge(db_url: str, assignment: str, res, course_id: str = "default_course") -> None:
     """Record one grading result in the class gradebook (creating student and submission as needed).
 

@@ -70,6 +70,6 @@ def test_learner_edition_has_no_answers_and_grades_visible_tests(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["hidden_tests"].startswith("not run here")
-    assert out["total"] == out["max_total"] == 8.0                         # 3 + 3 + 2 visible points
+    assert out["total"] == out["max_total"] == 9.0                         # 3 + 3 + 3 visible points
     assert {t["grade_id"] for t in out["tests"]} == {"test_batchnorm_forward", "test_batchnorm_backward",
                                                      "test_batchnorm_backward_alt"}
