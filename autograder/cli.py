@@ -187,7 +187,7 @@ def grade(notebook, assignment, as_json, timeout, sandbox):
 # ----------------------------------------------------------------------------- autograde a class
 def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | None, wall_limit: float,
                     students=(), sandbox: str | None = None, force: bool = True, db_url: str | None = None,
-                    cluster: str | None = None):
+                    cluster: str | None = None, show_progress: bool = True):
     """Grade course/submitted/<student>/<assignment>/ (all students, or ``students``) with the course's
     nbgrader configuration and merge the results into its gradebook, one at a time as they finish (an
     interrupted run leaves a consistent gradebook). Without ``force``, a submission whose files, the
@@ -220,7 +220,8 @@ def autograde_class(course: Path, assignment: str, jobs: int, timeout: int | Non
         subs = {k: v for k, v in subs.items() if k not in skipped}
     results = []
     t0 = time.perf_counter()
-    with tqdm(total=len(subs), desc=f"autograde {assignment}", unit="submission", file=sys.stdout) as bar:
+    with tqdm(total=len(subs), desc=f"autograde {assignment}", unit="submission", file=sys.stdout,
+              disable=not show_progress) as bar:
         def progress(res):
             bar.set_postfix_str(f"{res.student}: {'ok' if res.success else 'FAILED'}")
             bar.update()
@@ -316,6 +317,52 @@ def report(assignment, course_dir, out):
     out.parent.mkdir(parents=True, exist_ok=True)
     data = reports.write(course, assignment, out)
     click.echo(f"{len(data['students'])} learners; report written to {out}")
+
+
+# ----------------------------------------------------------------------------- certificates
+@main.command()
+@click.option("--course-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Course directory holding nbgrader_config.py and the gradebook.")
+@click.option("--student", "students", multiple=True, help="Only this learner (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where certificates, summary.csv and the LMS exports go (default: COURSE_DIR/certificates).")
+@click.option("--verify", "code", default=None, metavar="CODE",
+              help="Check a certificate's verification code against the gradebook instead.")
+@click.option("--db-url", default=None, help="The class gradebook's database URL (default: the course's).")
+def certificate(course_dir, students, out, code, db_url):
+    """Apply the certificate policy (course/grading.md) to the gradebook: list who qualifies and what each
+    other learner misses; write a certificate page per qualifying learner, summary.csv, nbgrader's
+    grades.csv and Canvas/Moodle grade imports. With --verify CODE, check a certificate instead."""
+    from . import certificate as certs
+    from .trusted.runner import course_secret
+    course = course_dir.resolve()
+    cfg = grading.course_config(course)
+    db_url = db_url or grading.db_url_of(cfg, course)
+    course_id = grading.course_id_of(cfg)
+    if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).is_file():
+        raise click.UsageError(f"no gradebook at {db_url}: autograde the class first (bncourse autograde)")
+    secret = course_secret(course)
+    if code is not None:
+        verdict = certs.verify(code, db_url, course_id, secret, course)
+        click.echo(verdict.message)
+        sys.exit(0 if verdict.valid else 1)
+    out = (out or course / "certificates").resolve()
+    result, codes = certs.issue(course, db_url, course_id, secret, out, students)
+    if not result:
+        click.echo("No learners in the gradebook.")
+        return
+    click.echo(f"Certificate policy: every module with at least {certs.PASS_FRACTION:.0%} of its autograded "
+               "points, every written answer submitted and graded, no unresolved review flag.")
+    for st in result:
+        if st.qualifies:
+            click.echo(f"  {st.student}: qualifies; certificate {out / (certs._safe(st.student) + '.html')} "
+                       f"(code {codes[st.student]})")
+        else:
+            click.echo(f"  {st.student}: does not qualify yet; missing:")
+            for why in st.missing_lines():
+                click.echo(f"      - {why}")
+    click.echo(f"{len(codes)} of {len(result)} learner(s) qualify. Summary: {out / 'summary.csv'}; LMS imports: "
+               f"{out / 'canvas.csv'}, {out / 'moodle.csv'}; nbgrader's CSV: {out / 'grades.csv'}.")
 
 
 # ----------------------------------------------------------------------------- a learner's workspace
@@ -483,5 +530,72 @@ def demo(course_dir, jobs, timeout):
     click.echo("3. Autograding")
     results, seconds, cfg, _ = autograde_class(course, ASSIGNMENT, jobs, timeout, 600.0)
     _report(course, ASSIGNMENT, results, seconds, cfg)
+    _demo_rest_of_course(course, jobs, timeout, cfg)
     click.echo(f"\nnbgrader works on this course as usual, e.g.:\n  cd {course} && nbgrader generate_feedback "
-               f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make instructor-lab`; class report: `bncourse report`).")
+               f"{ASSIGNMENT}\n(written answers are graded by hand in formgrader: `make instructor-lab`; class report: "
+               f"`bncourse report`; certificates: `bncourse certificate --course-dir {course}`).")
+
+
+def _demo_rest_of_course(course: Path, jobs: int, timeout: int, cfg) -> None:
+    """The demo's steps 4-6: three learners go on through the course, written answers are graded, and the
+    certificate policy is applied."""
+    import nbformat
+
+    from . import certificate as certs
+    from .samples import build
+    from .samples.course import CONTINUING, class_after_module_01
+    from .trusted.runner import course_secret
+    later = class_after_module_01()
+    if not later:
+        return
+    click.echo(f"\n4. The rest of the course: {', '.join(CONTINUING)} submit the model answers of modules "
+               f"{', '.join(a[:2] for a in later)} ({CONTINUING[-1]} skips the last, the capstone)")
+    for a, subs in later.items():
+        nb_name = grading.notebook_name(a)
+        released = nbformat.read(course / "release" / a / f"{nb_name}.ipynb", as_version=4)
+        for s in subs:
+            dest = course / "submitted" / s.student / a
+            dest.mkdir(parents=True)
+            nbformat.write(build(released, s), dest / f"{nb_name}.ipynb")
+    for a, subs in later.items():
+        results, seconds, _, _ = autograde_class(course, a, jobs, timeout, 600.0, show_progress=False)
+        header, rows = grading.gradebook_rows(course, a, cfg)
+        scores = ", ".join(f"{r[0]} {r[-3]:g}/{r[-2]:g}" + (" (flagged)" if "flagged" in r[-1] else "")
+                           for r in rows)
+        click.echo(f"   {a}: {scores}  [{seconds:.0f} s]")
+    db_url, course_id = grading.db_url_of(cfg, course), grading.course_id_of(cfg)
+    graded = _demo_grade_written_answers(db_url, course_id)
+    click.echo(f"5. The instructor grades the written answers in formgrader; the demo plays that part: {graded} "
+               "submitted answers marked (full marks: they are the model answers or close to them)")
+    out = course / "certificates"
+    result, codes = certs.issue(course, db_url, course_id, course_secret(course), out)
+    click.echo(f"6. Certificates (bncourse certificate): every module >= {certs.PASS_FRACTION:.0%} of its autograded "
+               "points, every written answer submitted and graded, no unresolved review flag")
+    for st in result:
+        if st.qualifies:
+            click.echo(f"   {st.student}: qualifies: {out / (certs._safe(st.student) + '.html')}, "
+                       f"verification code {codes[st.student]}")
+        else:
+            click.echo(f"   {st.student}: not yet: " + "; ".join(st.missing_lines()))
+    if codes:
+        first = next(iter(codes.values()))
+        verdict = certs.verify(first, db_url, course_id, course_secret(course), course)
+        click.echo(f"   bncourse certificate --verify {first}: {verdict.message}")
+
+
+def _demo_grade_written_answers(db_url: str, course_id: str) -> int:
+    """Full marks for every submitted, ungraded written answer (what an instructor does in formgrader)."""
+    from .store import open_gradebook
+    n = 0
+    with open_gradebook(db_url, course_id) as gb:
+        for a in gb.assignments:
+            for sub in a.submissions:
+                for nb in sub.notebooks:
+                    written = {c.name for c in nb.notebook.solution_cells}
+                    for g in nb.grades:
+                        if g.name in written and g.manual_score is None and g.needs_manual_grade:
+                            g.manual_score = float(g.max_score)
+                            g.needs_manual_grade = False
+                            n += 1
+        gb.db.commit()
+    return n

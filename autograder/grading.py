@@ -41,11 +41,7 @@ from .review import review
 STUDENT = "learner"
 
 
-def _ensure_path() -> None:
-    # nbgrader runs the `alembic` executable to set up a gradebook; it lives next to this Python.
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+_ensure_path = store.ensure_alembic_on_path
 
 
 def assignments() -> list[str]:

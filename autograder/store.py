@@ -4,6 +4,8 @@ alone.
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from contextlib import contextmanager
 from datetime import datetime
@@ -11,9 +13,18 @@ from datetime import datetime
 FLAG_PREFIX = "Flagged for review: "
 
 
+def ensure_alembic_on_path() -> None:
+    """nbgrader runs the ``alembic`` executable to set up a new gradebook; it lives next to this Python,
+    which is not on PATH when the venv's tools are called by their full path."""
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
 @contextmanager
 def open_gradebook(db_url: str, course_id: str = "default_course"):
     from nbgrader.api import Gradebook
+    ensure_alembic_on_path()
     from sqlalchemy.exc import SAWarning
     with Gradebook(db_url, course_id=course_id or "default_course") as gb, warnings.catch_warnings():
         # nbgrader's add_submission builds rows before adding them to the session; SQLAlchemy 2 warns.
