@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # a CUDA build, e.g. `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" venv`.
 TORCH_SPEC ?= torch==2.13.0$(if $(filter Linux,$(shell uname -s)),$(if $(shell command -v nvidia-smi 2>/dev/null),, --extra-index-url https://download.pytorch.org/whl/cpu))
 
-.PHONY: venv sandbox demo test test-fast lab instructor-lab release learner-package bench clean
+.PHONY: notebooks venv sandbox demo test test-fast lab instructor-lab release learner-package bench clean
 
 venv: $(VENV)/.installed sandbox
 
@@ -60,6 +60,13 @@ learner-package: venv
 
 release: venv
 	$(VENV)/bin/bncourse release
+
+# Every solution notebook in full (experiments at their real size), one after the other; each writes the
+# results its module page quotes (course/modules/<assignment>.results.json, with the run time) and the
+# page's results block. Tens of minutes on a 2-core CPU; `make test` runs the same notebooks in quick mode.
+notebooks: venv
+	@for nb in solutions/*/*.ipynb; do a=$$(basename $$(dirname $$nb)); \
+	  env -u BNCOURSE_QUICK $(PY) -m cases.report $$nb course/modules/$$a.md || exit 1; done
 
 bench: venv
 	$(PY) -m bench.run
