@@ -537,7 +537,7 @@ def demo(course_dir, jobs, timeout):
 
 
 def _demo_rest_of_course(course: Path, jobs: int, timeout: int, cfg) -> None:
-    """The demo's steps 4-6: three learners go on through the course, written answers are graded, and the
+    """The demo's steps 4-6: two learners go on through the course, written answers are graded, and the
     certificate policy is applied."""
     import nbformat
 
@@ -549,7 +549,8 @@ def _demo_rest_of_course(course: Path, jobs: int, timeout: int, cfg) -> None:
     if not later:
         return
     click.echo(f"\n4. The rest of the course: {', '.join(CONTINUING)} submit the model answers of modules "
-               f"{', '.join(a[:2] for a in later)} ({CONTINUING[-1]} skips the last, the capstone)")
+               f"{', '.join(a[:2] for a in later)} ({CONTINUING[-1]} skips the last, the capstone); points before "
+               "the written answers are graded by hand:")
     for a, subs in later.items():
         nb_name = grading.notebook_name(a)
         released = nbformat.read(course / "release" / a / f"{nb_name}.ipynb", as_version=4)

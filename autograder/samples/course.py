@@ -1,8 +1,8 @@
-"""The demo's class beyond Module 01: three of Module 01's learners go on through the course.
+"""The demo's class beyond Module 01: two of Module 01's learners go on through the course.
 
 Their submissions are the instructor's model answers (code and written answers from ``solutions/``), so
-they stay in step with every module: ``ada`` completes the course, ``ben`` (who fell short in Module 01)
-does too, and ``eli`` does every module but the capstone. What a certificate then needs, and who lacks
+they stay in step with every module: ``ada`` completes the course and ``eli`` does every module but the
+capstone (two learners keep ``make demo`` short). What a certificate then needs, and who lacks
 what, is the demo's last step.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..bank import solution_sources, source_notebook
 from ..course import MODULES
 from . import Sample, strip_markers
 
-CONTINUING = ("ada", "ben", "eli")
+CONTINUING = ("ada", "eli")
 
 
 def written_answers(assignment: str) -> dict[str, str]:
