@@ -40,7 +40,7 @@ demo: venv
 	$(VENV)/bin/bncourse demo
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
