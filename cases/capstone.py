@@ -1,0 +1,413 @@
+"""Module 07 (capstone) helpers: the broken setups' data and models, and running a setup over seeds.
+
+The data and models are the same as the grader's (``autograder/kernel_agent/procedures/m07.py``, which
+cannot import this package; ``tests/test_module07.py`` checks that both give identical data and models).
+:func:`evaluate` runs a setup as the grader does (same data, same measurement) so that the notebook can show
+the broken setup and the learner's fix side by side; :func:`checked` uses a learner's fix only when it
+passes a quick run, else the reference fix with one line that says so. ``python -m cases.capstone
+--calibrate`` measures the reference fixes and the broken setups on 20 seeds (the grader's thresholds).
+
+Depends on torch and NumPy; never on the autograder.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+_BN = nn.modules.batchnorm._BatchNorm
+
+D, K, HIDDEN = 16, 4, 64
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+# ----------------------------------------------------------------------------- data (as cases.capstone)
+def _task(task_seed: int, d: int = D):
+    """A task: badly scaled features (offsets -40..40, scales 0.5..30) and a random teacher network."""
+    rng = np.random.default_rng([task_seed, 7])
+    offset = rng.uniform(-40.0, 40.0, d)
+    scale = np.exp(rng.uniform(math.log(0.5), math.log(30.0), d))
+    w1 = rng.standard_normal((d, K))
+    w2 = rng.standard_normal((d, d))
+    mu = rng.standard_normal((K, d)) * 0.6
+    return offset, scale, w1, w2, mu
+
+
+def _teacher(z, w1, w2):
+    """Class scores: a linear teacher plus a mild nonlinearity."""
+    return z @ w1 + 0.5 * np.tanh(z @ w2 / math.sqrt(z.shape[-1])) @ w1
+
+
+def classification(task_seed: int, sample_seed: int, n: int):
+    """(X float32 (n, 16), y int64 (n,)): 4 classes from the teacher on standardized inputs; X badly scaled."""
+    offset, scale, w1, w2, _ = _task(task_seed)
+    z = np.random.default_rng([task_seed, sample_seed, 1]).standard_normal((n, D))
+    y = _teacher(z, w1, w2).argmax(1)
+    return torch.tensor(offset + scale * z, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+
+def relabeled(task_seed: int, sample_seed: int, n: int):
+    """(X, y) for fine-tuning: the inputs of task ``task_seed``, NEW labels (the teacher of task
+    ``task_seed + 100``), sorted by label: the samples arrive grouped (e.g. one user or one site at a time)."""
+    offset, scale, _, _, _ = _task(task_seed)
+    _, _, w1, w2, _ = _task(task_seed + 100)
+    z = np.random.default_rng([task_seed, sample_seed, 4]).standard_normal((n, D))
+    y = _teacher(z, w1, w2).argmax(1)
+    order = np.argsort(y, kind="stable")
+    return (torch.tensor((offset + scale * z)[order], dtype=torch.float32),
+            torch.tensor(y[order], dtype=torch.int64))
+
+
+def sequences(task_seed: int, sample_seed: int, n: int, t: int):
+    """(X float32 (n, t, 16), y int64 (n,)): a class-dependent mean per feature under per-step noise; X badly
+    scaled per feature (the last axis)."""
+    offset, scale, _, _, mu = _task(task_seed)
+    rng = np.random.default_rng([task_seed, sample_seed, 3])
+    y = rng.integers(0, K, n)
+    z = rng.standard_normal((n, t, D)) + 0.4 * mu[y][:, None, :]
+    return torch.tensor(offset + scale * z, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- models (as cases.capstone)
+def mlp(d_in=D, d_out=K, hidden=(HIDDEN, HIDDEN), momentum=0.1, eps=1e-5, last_bn=False):
+    """BN on the (badly scaled) inputs, then Linear-BN-ReLU blocks and a linear head."""
+    layers, a = [nn.BatchNorm1d(d_in, momentum=momentum, eps=eps)], d_in
+    for h in hidden:
+        layers += [nn.Linear(a, h), nn.BatchNorm1d(h, momentum=momentum, eps=eps), nn.ReLU()]
+        a = h
+    layers.append(nn.Linear(a, d_out))
+    if last_bn:
+        layers.append(nn.BatchNorm1d(d_out, momentum=momentum, eps=eps))
+    return nn.Sequential(*layers)
+
+
+def train_sgd(model, X, y, *, epochs, batch, lr, seed, loss="ce", weight_decay=0.0, momentum=0.9):
+    """Plain mini-batch SGD with momentum, shuffled each epoch by a generator seeded with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    lossf = nn.CrossEntropyLoss() if loss == "ce" else nn.MSELoss()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(X), generator=g)
+        for i in range(0, len(X) - batch + 1, batch):
+            idx = order[i:i + batch]
+            out = model(X[idx])
+            opt.zero_grad()
+            lossf(out.squeeze(-1) if loss == "mse" else out, y[idx]).backward()
+            opt.step()
+    return model
+
+
+def pretrained(task_seed: int, n: int = 1024, seed: int = 0):
+    """The classifier the eval-mode and fine-tuning setups start from (trained here, 4 epochs of batch 64)."""
+    torch.manual_seed(seed)
+    X, y = classification(task_seed, 0, n)
+    return train_sgd(mlp(), X, y, epochs=4, batch=64, lr=0.05, seed=seed)
+
+
+def statistics_gap(model, X):
+    """For each BN layer: how far its running statistics are from the exact statistics of its input over X
+    (eval mode, the layers before it normalizing with their running statistics, as at inference):
+    max over channels of max(|running_mean - mean| / std, |log(running_var / var)|)."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.append((mod, inp[0].detach())))
+             for m in model.modules() if isinstance(m, _BN)]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(X)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes:
+            m.training = mode
+    gaps = []
+    for mod, x in seen:
+        if mod.running_mean is None:
+            gaps.append(float("inf"))
+            continue
+        x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() > 2 else x.t()
+        mean, var = x.mean(1), x.var(1)
+        gaps.append(max(float(((mod.running_mean - mean).abs() / var.sqrt()).max()),
+                        float((mod.running_var / var).log().abs().max())))
+    return gaps
+
+
+
+def eval_outputs(model, X, batch=256):
+    """The model's outputs for X in eval mode, without gradient (its modes restored)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model(X[i:i + batch]).reshape(len(X[i:i + batch]), -1) for i in range(0, len(X), batch)])
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def accuracy(outputs, y) -> float:
+    if not torch.isfinite(outputs).all():
+        return float("nan")
+    return float((outputs.argmax(1) == y).float().mean())
+
+
+# ----------------------------------------------------------------------------- the broken setups
+# (shown in the notebook verbatim; each has one normalization bug)
+def broken_eval_mode(model, X):
+    with torch.no_grad():
+        return model(X).argmax(dim=1)
+
+
+def broken_batch_of_one(X, y, seed):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    for i in range(len(X)):                      # online learning: one sample at a time
+        loss = nn.functional.cross_entropy(model(X[i:i + 1]), y[i:i + 1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def broken_finetune_bn(model, X, y, seed):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    starts = list(range(0, len(X), 4))          # the samples arrive in groups of 4
+    for epoch in range(10):
+        for j in torch.randperm(len(starts), generator=g).tolist():
+            xb, yb = X[starts[j]:starts[j] + 4], y[starts[j]:starts[j] + 4]
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def broken_keras_port(X, y, seed):
+    # Keras: BatchNormalization(momentum=0.99, epsilon=1e-3), copied as is
+    model = mlp(momentum=0.99, eps=1e-3)
+    return train_sgd(model, X, y, epochs=8, batch=16, lr=0.01, seed=seed)
+
+
+class BrokenSequenceClassifier(nn.Module):
+    def __init__(self, t=10, d=D, hidden=HIDDEN, classes=K):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(t)              # "num_features must match x.shape[1]"
+        self.body = nn.Sequential(nn.Linear(d, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):                        # x: (N, T, D)
+        return self.head(self.body(self.bn(x)).mean(dim=1))
+
+
+def broken_sequence_axis(X, y, seed):
+    return train_sgd(BrokenSequenceClassifier(X.shape[1]), X, y, epochs=4, batch=32, lr=0.05, seed=seed)
+
+
+def broken_stale_stats(model, checkpoint, X, seed):
+    model.load_state_dict(checkpoint, strict=False)   # strict=False: "missing keys" silenced
+    return model.eval()
+
+
+BROKEN = {"eval_mode": broken_eval_mode, "batch_of_one": broken_batch_of_one, "finetune_bn": broken_finetune_bn,
+          "keras_port": broken_keras_port, "sequence_axis": broken_sequence_axis, "stale_stats": broken_stale_stats}
+NAMES = tuple(BROKEN)
+
+
+# ----------------------------------------------------------------------------- reference fixes (the fallback)
+def reference_eval_mode(model, X):
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(X).argmax(dim=1)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def reference_batch_of_one(X, y, seed):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for i in range(0, len(X) - 15, 16):           # mini-batches of 16 from the stream
+        loss = nn.functional.cross_entropy(model(X[i:i + 16]), y[i:i + 16])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def reference_finetune_bn(model, X, y, seed):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.eval()
+    return _finetune_loop(model, X, y, seed)
+
+
+def _finetune_loop(model, X, y, seed, freeze=True):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    if freeze:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.eval()
+    starts = list(range(0, len(X), 4))
+    for _ in range(10):
+        for j in torch.randperm(len(starts), generator=g).tolist():
+            xb, yb = X[starts[j]:starts[j] + 4], y[starts[j]:starts[j] + 4]
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def reference_keras_port(X, y, seed):
+    return train_sgd(mlp(momentum=0.01, eps=1e-3), X, y, epochs=8, batch=16, lr=0.01, seed=seed)
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(self, d=D, hidden=HIDDEN, classes=K):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(d)
+        self.body = nn.Sequential(nn.Linear(d, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.head(self.body(self.bn(x.transpose(1, 2)).transpose(1, 2)).mean(dim=1))
+
+
+def reference_sequence_axis(X, y, seed):
+    return train_sgd(SequenceClassifier(), X, y, epochs=4, batch=32, lr=0.05, seed=seed)
+
+
+def reference_stale_stats(model, checkpoint, X, seed):
+    model.load_state_dict(checkpoint, strict=False)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                            # a cumulative average over the passes
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(X), 64):
+            model(X[i:i + 64])
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+REFERENCE = {"eval_mode": reference_eval_mode, "batch_of_one": reference_batch_of_one,
+             "finetune_bn": reference_finetune_bn, "keras_port": reference_keras_port,
+             "sequence_axis": reference_sequence_axis, "stale_stats": reference_stale_stats}
+
+
+# ----------------------------------------------------------------------------- running a setup as the grader does
+def task_seed(seed: int, k: int) -> int:
+    return int(np.random.default_rng([seed, k]).integers(1_000, 1_000_000))
+
+
+def evaluate(name: str, fn, seed: int) -> dict:
+    """Run setup ``name`` with ``fn`` (a broken setup, a fix) on ``seed`` as the grader does: ``accuracy``
+    (fraction of test samples; NaN when it diverged), ``error`` (what it raised, or None), ``seconds``, and
+    per setup: ``changed`` (finetune_bn: the BN statistics moved), ``gap`` (keras_port: mean running-statistics
+    gap), ``accuracy_t10`` (sequence_axis: test sequences of the training length)."""
+    import time
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    out = {"accuracy": float("nan"), "error": None}
+    try:
+        if name == "eval_mode":
+            ts = task_seed(seed, 0)
+            X, y = classification(ts, 1, 512)
+            idx = torch.argsort(y, stable=True)
+            X, y = X[idx], y[idx]
+            model = pretrained(ts).train()
+            preds = torch.cat([fn(model, X[i:i + 16]) for i in range(0, 512, 16)])
+            out["accuracy"] = float((preds == y).float().mean())
+        elif name == "finetune_bn":
+            ts = task_seed(seed, 2)
+            X, y = relabeled(ts, 5, 64)
+            Xt, yt = relabeled(ts, 6, 1024)
+            model = pretrained(ts)
+            before = [m.running_mean.clone() for m in model.modules() if isinstance(m, _BN)]
+            model = fn(model, X, y, seed)
+            out["accuracy"] = accuracy(eval_outputs(model, Xt), yt)
+            out["changed"] = any(not torch.equal(a, m.running_mean) for a, m in
+                                 zip(before, [m for m in model.modules() if isinstance(m, _BN)]))
+        elif name == "stale_stats":
+            ts = task_seed(seed, 3)
+            X, _ = classification(ts, 0, 1024)
+            Xt, yt = classification(ts, 1, 1024)
+            checkpoint = {k: p.detach().clone() for k, p in pretrained(ts).named_parameters()}
+            torch.manual_seed(seed + 1)
+            fresh = mlp()
+            out["accuracy"] = accuracy(eval_outputs(fn(fresh, checkpoint, X, seed), Xt), yt)
+        else:
+            ts = task_seed(seed, 1)
+            if name == "sequence_axis":
+                X, y = sequences(ts, 0, 512, 10)
+                model = fn(X, y, seed)
+                Xa, ya = sequences(ts, 1, 512, 10)
+                out["accuracy_t10"] = accuracy(eval_outputs(model, Xa), ya)
+                Xt, yt = sequences(ts, 2, 512, 25)
+            else:
+                X, y = classification(ts, 0, 1024)
+                Xt, yt = classification(ts, 1, 1024)
+                model = fn(X, y, seed)
+            if name == "keras_port":
+                out["gap"] = float(np.mean(statistics_gap(model, X)))
+            out["accuracy"] = accuracy(eval_outputs(model, Xt), yt)
+    except Exception as exc:  # noqa: BLE001 - a broken setup may raise (that is its symptom)
+        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def checked(name: str, fn):
+    """``fn`` if it reaches the reference's level on a quick run (seed 12345), else the reference fix, with
+    one line that says which is used."""
+    ref = evaluate(name, REFERENCE[name], 12345)
+    got = evaluate(name, fn, 12345) if fn is not None else {"accuracy": float("nan"), "error": "missing"}
+    ok = got["error"] is None and got["accuracy"] >= ref["accuracy"] - 0.1 and not got.get("changed") \
+        and not (got.get("gap", 0) > 0.5)
+    if ok:
+        return fn
+    why = got["error"] or f"accuracy {got['accuracy']:.1%}, statistics gap {got.get('gap', 0):.2f}, " \
+        f"statistics changed: {bool(got.get('changed'))}"
+    print(f"fix_{name} is not ready ({why}): the experiment uses the reference fix.")
+    return REFERENCE[name]
+
+
+def calibrate(seeds=range(20), names=NAMES):
+    """Accuracy of the reference fix and of the broken setup on each seed (the grader's thresholds)."""
+    rows = {}
+    for name in names:
+        ref = [evaluate(name, REFERENCE[name], s) for s in seeds]
+        bad = [evaluate(name, BROKEN[name], s) for s in seeds]
+        r = [o["accuracy"] for o in ref]
+        b = [o["accuracy"] if o["error"] is None else float("nan") for o in bad]
+        rows[name] = (r, b)
+        if name == "keras_port":
+            rg, bg = [o["gap"] for o in ref], [o["gap"] for o in bad]
+            print(f"{'':>14}  statistics gap: reference max {max(rg):.2f} mean {np.mean(rg):.2f} | broken min "
+                  f"{min(bg):.2f} mean {np.mean(bg):.2f}")
+        print(f"{name:>14}: reference min {np.nanmin(r):.3f} mean {np.nanmean(r):.3f} max {np.nanmax(r):.3f} | "
+              f"broken max {np.nanmax(b) if not np.all(np.isnan(b)) else float('nan'):.3f} "
+              f"({sum(o['error'] is not None for o in bad)} raised)", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    if "--calibrate" in sys.argv:
+        calibrate(names=[a for a in sys.argv[1:] if not a.startswith("--")] or NAMES)
