@@ -57,6 +57,9 @@ MODULES = (
     # torch whole (the networks use nn.BatchNorm1d); gymnasium is for the experiments, which grading skips
     Module("06_case_study_rl", "Case study: reinforcement learning", "autograder.checks.m06", "autograder.bank.m06", 12,
            Policy(deny=BASE_DENY + ("cases", "gymnasium"), preload=NOTEBOOK_IMPORTS + ("torch",), lazy=LAZY)),
+    # torch whole (the setups train BN networks); the reference fixes in cases stay out of reach
+    Module("07_capstone", "Capstone: debugging normalization in real training code", "autograder.checks.m07",
+           "autograder.bank.m07", 15, Policy(deny=BASE_DENY + ("cases",), preload=NOTEBOOK_IMPORTS + ("torch",), lazy=LAZY)),
 )
 
 

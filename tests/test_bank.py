@@ -6,7 +6,7 @@ import pytest
 
 from autograder.bank import apply_bug, grade_in_process, solution_sources
 
-MODULES = {"m01": 20, "m02": 10, "m03": 15, "m04": 15, "m05": 15, "m06": 12}   # module -> minimum bank size the issues ask for
+MODULES = {"m01": 20, "m02": 10, "m03": 15, "m04": 15, "m05": 15, "m06": 12, "m07": 15}   # module -> minimum bank size the issues ask for
 BANKS = {m: importlib.import_module(f"autograder.bank.{m}") for m in MODULES}
 CASES = [(m, b) for m, bank in BANKS.items() for b in bank.BUGS]
 VARIANTS = [(m, name) for m, bank in BANKS.items() for name in sorted(bank.CORRECT_VARIANTS)]
