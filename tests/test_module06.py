@@ -216,6 +216,32 @@ def test_policy_keeps_torch_whole_and_denies_the_course():
     assert "torch" not in policy.deny and policy.torch_normalization and "torch" in policy.preload
 
 
+# ----------------------------------------------------------------------------- stored results and the page
+def test_stored_runs_cover_every_agent_with_five_seeds():
+    stored = rl_runs.load()
+    assert len(stored["seeds"]) >= 5 and stored["command"] == "python -m cases.rl_runs"
+    assert {"cpu", "seconds", "torch", "gymnasium", "date"} <= set(stored["machine"])
+    for name in rl.VARIANTS:
+        runs = [r for r in stored["runs"] if r["variant"] == name]
+        assert sorted(r["seed"] for r in runs) == sorted(stored["seeds"]), name
+        assert all(len(r["eval_returns"]) == stored["config"]["steps"] // stored["config"]["eval_every"] for r in runs)
+
+
+def test_page_quotes_what_the_notebook_measured():
+    """The page's results block is the rendering of the results file that `python -m cases.report` wrote by
+    running the solution notebook (live numbers, and the stored ones it read): generated, never typed."""
+    from cases import report
+    results = json.loads(PAGE.with_suffix(".results.json").read_text())
+    assert report.render(results) in PAGE.read_text()
+    assert results["run"]["seconds"] < 360, "the notebook must run top to bottom in under 6 minutes"
+    experiments = {r["experiment"] for r in results["rows"]}
+    assert {"Pendulum, live (2 seeds, 3,000 steps)", "Pendulum, stored (5 seeds, 6,000 steps)",
+            "acting in training mode (live, 8 environments)"} <= experiments
+    source = (REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
+    for row in results["rows"]:
+        assert json.dumps(row["experiment"])[1:-1] in source, row["experiment"]
+
+
 @pytest.mark.slow
 def test_module06_through_nbgrader(tmp_path):
     """Every Module 06 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades
