@@ -199,6 +199,30 @@ def test_batch_fluctuation():
     assert np.median(small["mean"]) > 4 * np.median(large["mean"]) and list(large["m"][:2]) == [1024, 1024]
 
 
+def test_experiment_cells_bind_no_global_named_like_a_cases_module():
+    """The visible tests' delegation guard reads the names a learner's code uses (attributes included: `p.data`,
+    `model.train()`) against the notebook's globals; a global `data` or `train` bound to a cases module would
+    make honest code look like it calls the course's package once the experiments have run (see Module 04)."""
+    import ast
+
+    import cases
+    submodules = {n for n in dir(cases) if isinstance(getattr(cases, n), types.ModuleType)}
+    nb = json.loads(next((REPO / "solutions" / ASSIGNMENT).glob("*.ipynb")).read_text())
+    bound = set()
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse("".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"])
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.Assign):
+                bound |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    assert {"data", "text", "train"} <= submodules and not bound & submodules, bound & submodules
+
+
 # ----------------------------------------------------------------------------- the page
 def test_page_quotes_what_the_notebook_measured():
     """The page's results block is the rendering of the results file that `python -m cases.report` wrote
