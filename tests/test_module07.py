@@ -83,6 +83,8 @@ def test_broken_setup_fails_and_reference_fix_clears_the_threshold(name):
     assert good["error"] is None and good["accuracy"] >= checks.THRESHOLDS[name]
     if name == "keras_port":       # accuracy alone does not separate them: the statistics do
         assert bad["gap"] > checks.GAP >= good["gap"]
+    elif name == "dropout_before_bn":
+        assert bad["gap_max"] > checks.DROP_GAP >= good["gap_max"]
     elif name in ("batch_of_one", "sequence_axis"):
         assert bad["error"] is not None
     else:
@@ -96,7 +98,7 @@ def test_reference_solution_gets_full_marks_in_seconds():
     t0 = time.perf_counter()
     result = grade_in_process(ASSIGNMENT, solution_sources(ASSIGNMENT))
     assert all(v[0] == v[1] for v in result.values()), {k: v[2] for k, v in result.items() if v[0] < v[1]}
-    assert sum(v[1] for v in result.values()) == 55
+    assert sum(v[1] for v in result.values()) == 62
     assert time.perf_counter() - t0 < 30
 
 
@@ -111,6 +113,7 @@ def test_reference_solution_gets_full_marks_in_seconds():
     ("keras_gradient_clipping", "check_fix_keras_port", "Keras' momentum=0.99 weighs the OLD value"),
     ("seq_time_as_channels", "check_fix_sequence_axis", "running_mean should contain 25 elements not 10"),
     ("stale_not_recomputed", "check_fix_stale_stats", "still hold their initial statistics"),
+    ("drop_statistics_recomputed_with_dropout_on", "check_fix_dropout_before_bn", "Place dropout after the last BN"),
 ])
 def test_wrong_fixes_score_nothing_and_the_message_names_the_cause(bug, check, expected, capsys):
     ns = _with_bug(bug)
@@ -184,7 +187,7 @@ def test_module07_through_nbgrader(tmp_path):
     bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m07.CORRECT_VARIANTS)
     _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank)
     top = auto_total(table["reference"])
-    assert top == 55.0
+    assert top == 62.0
     for name in m07.CORRECT_VARIANTS:
         assert auto_total(table[f"variant_{name}"]) == top, name
     assert table["blank"]["total"] == 0.0

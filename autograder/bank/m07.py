@@ -5,8 +5,13 @@ training), each of which the behaviour checks must catch; plus wrong quiz answer
 from . import Bug
 
 ASSIGNMENT = "07_capstone"
-EVAL, ONE, FT, KERAS, SEQ, STALE, QUIZ = ("fix_eval_mode", "fix_batch_of_one", "fix_finetune_bn", "fix_keras_port",
-                                           "fix_sequence_axis", "fix_stale_stats", "quiz")
+EVAL, ONE, FT, KERAS, SEQ, STALE, DROP, QUIZ = ("fix_eval_mode", "fix_batch_of_one", "fix_finetune_bn",
+                                                 "fix_keras_port", "fix_sequence_axis", "fix_stale_stats",
+                                                 "fix_dropout_before_bn", "quiz")
+_DROP_BEFORE = ("        nn.Linear(HIDDEN, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU(),\n"
+                "        nn.Dropout(0.5),                          # after the last BN layer\n",
+                "        nn.Dropout(0.5),\n        nn.Linear(HIDDEN, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU(),\n")
+_DROP_RETURN = "    return train_sgd(model, X, y, epochs=8, batch=64, lr=0.05, seed=seed)\n"
 
 BUGS = [
     # ---- 1. evaluation left in training mode
@@ -95,6 +100,22 @@ BUGS = [
         "one forward pass with the default momentum 0.1: 90% of the initial statistics remain"),
     Bug("stale_recomputed_in_eval_mode", STALE, (("    model.train()\n    with torch.no_grad():", "    model.eval()\n    with torch.no_grad():"),),
         "the recomputation runs in eval mode, where BN does not update its statistics"),
+    # ---- 7. dropout before BN
+    Bug("drop_kept_before_bn", DROP, (_DROP_BEFORE,),
+        "the original bug: dropout before the second Linear-BN block (variance shift at inference)"),
+    Bug("drop_eps_raised", DROP, (_DROP_BEFORE, (_DROP_RETURN, "    for m in model.modules():\n"
+                                                                "        if isinstance(m, nn.BatchNorm1d):\n"
+                                                                "            m.eps = 0.1\n" + _DROP_RETURN)),
+        "a larger eps, dropout still before BN"),
+    Bug("drop_statistics_recomputed_with_dropout_on", DROP, (
+        _DROP_BEFORE,
+        (_DROP_RETURN, "    train_sgd(model, X, y, epochs=8, batch=64, lr=0.05, seed=seed)\n"
+                       "    for m in model.modules():\n        if isinstance(m, nn.BatchNorm1d):\n"
+                       "            m.reset_running_stats()\n            m.momentum = None\n"
+                       "    model.train()\n    with torch.no_grad():\n        model(X)\n    return model\n")),
+        "statistics recomputed over the training set in training mode, where dropout is active: the same shift"),
+    Bug("drop_lower_learning_rate", DROP, (_DROP_BEFORE, ("lr=0.05", "lr=0.01")),
+        "a lower learning rate, dropout still before BN"),
     # ---- quiz
     Bug("quiz_keras_momentum_copied", QUIZ, (('"q01_keras_momentum": 0.01,', '"q01_keras_momentum": 0.99,'),),
         "Keras' 0.99 given as PyTorch's momentum", breaks=False),
@@ -197,6 +218,12 @@ def fix_stale_stats(model, checkpoint, X, seed):
                 layer.running_var.copy_(h.var(0, unbiased=True))
             h = layer(h)
     return model
+''',
+        DROP: '''
+def fix_dropout_before_bn(X, y, seed):
+    layers = list(mlp())                     # BN, Linear, BN, ReLU, Linear, BN, ReLU, Linear
+    model = nn.Sequential(*layers[:-1], nn.Dropout(p=0.5), layers[-1])
+    return train_sgd(model, X, y, epochs=8, batch=64, lr=0.05, seed=seed)
 ''',
         QUIZ: '''
 quiz = dict(q01_keras_momentum=1 - 0.99, q02_running_var=0.9 + 0.1 * 1.6 * 5 / 4, q03_eval_uses="B",
