@@ -195,3 +195,13 @@ def test_module07_through_nbgrader(tmp_path):
         row = table[f"bug_{b.name}"]
         kept = row[f"test_{b.grade_id}"] + row[f"test_{b.grade_id}_hidden"]
         assert kept < 0.3 * 7 and auto_total(row) < top, (b.name, kept)
+
+
+def fix_keras_port(X, y, seed):            # a "fix" that calls the course's reference (a global name)
+    return capstone.reference_keras_port(X, y, seed)
+
+
+def test_delegating_to_the_reference_fixes_earns_nothing(capsys):
+    """cases is denied in the grading kernel; in the learner's own notebook the check says so up front."""
+    assert checks.check_fix_keras_port(fix_keras_port, points=3) == 0.0
+    assert "it uses capstone (cases)" in capsys.readouterr().out
