@@ -54,13 +54,14 @@ GAP = 0.5
 DROP_GAP = 0.4
 BUDGET = {"batch_of_one": 1024, "finetune_bn": 160, "keras_port": 512, "sequence_axis": 64, "dropout_before_bn": 128}   # optimizer steps
 SECTIONS = {
-    "eval_mode": "Module 01 (section 2, running statistics in eval mode) and Module 06 (section 2)",
-    "batch_of_one": "Module 03 (the batch-size sweep, BN vs GroupNorm) and the torch error in Module 01",
-    "finetune_bn": "Module 04 (fine-tuning with frozen BN)",
-    "keras_port": "Module 02 (the momentum convention) and the course's conventions",
-    "sequence_axis": "Module 05 (BN over (N, T, D) sequences)",
-    "stale_stats": "Module 03 (PreciseBN) and Module 04 (statistics adaptation)",
-    "dropout_before_bn": "Module 03 (dropout before BN: the variance shift, Li et al. 2019)",
+    "eval_mode": "Module 01, section 1 (running statistics in eval mode) and Module 06, section 2 (acting in eval mode)",
+    "batch_of_one": "Module 06, section 1 (one observation in training mode raises) and Module 03, section 4.1 (small "
+                    "batches: BN vs GroupNorm vs LayerNorm)",
+    "finetune_bn": "Module 04, section 5 (fine-tuning with tiny batches: BN in training mode or frozen?)",
+    "keras_port": "Module 01, sections 1 and 1.1 (running statistics, momentum, other conventions)",
+    "sequence_axis": "Module 05, section 1 (batch norm over padded (N, T, D) sequences)",
+    "stale_stats": "Module 03, section 4.2 (PreciseBN) and Module 04, section 4 (adapting BN statistics)",
+    "dropout_before_bn": "Module 03, section 4.3 (dropout before BN shifts the variance, Li et al. 2019)",
 }
 
 
@@ -393,27 +394,27 @@ def check_fix_stale_stats(fix_stale_stats, points: float = 3.0, hidden: bool = F
 
 # ----------------------------------------------------------------------------- the quiz
 QUIZ = {
-    # name: (kind, answer, tolerance, section that teaches it)
-    "q01_keras_momentum": ("float", 0.01, 1e-9, "the course's conventions and Module 02 (momentum is the weight of the "
-                                                "NEW batch statistic in PyTorch)"),
-    "q02_running_var": ("float", 1.1, 1e-6, "Module 01, section on running statistics (running_var is updated with "
-                                          "the unbiased batch variance, m / (m - 1))"),
-    "q03_eval_uses": ("choice", "b", None, "Module 01 (eval mode) and Module 06, section 2"),
+    # name: (kind, answer, tolerance, the module and section that teach it)
+    "q01_keras_momentum": ("float", 0.01, 1e-9, "Module 01, sections 1 and 1.1 (PyTorch's momentum is the weight of the "
+                                                "NEW batch statistic; other conventions)"),
+    "q02_running_var": ("float", 1.1, 1e-6, "Module 01, section 1 (running_var is updated with the unbiased batch "
+                                          "variance, m / (m - 1))"),
+    "q03_eval_uses": ("choice", "b", None, "Module 01, section 1 and Module 06, section 2"),
     "q04_no_grad_eval": ("bool", False, None, "Module 06, section 2 (torch.no_grad() and the train/eval mode are "
-                                             "independent)"),
-    "q05_folded": ("pair", (1.0, 3.0), 1e-6, "Module 04 (BN folding: W' = W gamma / sqrt(var + eps), "
+                                             "independent) and section 5.3"),
+    "q05_folded": ("pair", (1.0, 3.0), 1e-6, "Module 04, section 2 (folding BN: W' = W gamma / sqrt(var + eps), "
                                             "b' = (b - mean) gamma / sqrt(var + eps) + beta)"),
-    "q06_batch_of_one": ("choice", "a", None, "Module 01 and the course's conventions (training mode with one value "
-                                             "per channel is an error)"),
-    "q07_groupnorm_batch": ("bool", False, None, "Module 03 (GroupNorm's statistics are per sample)"),
-    "q08_layernorm_transformers": ("choice", "c", None, "Module 05 (LayerNorm in transformers; PowerNorm's analysis "
-                                                       "of batch statistics in NLP)"),
-    "q09_covariate_shift": ("choice", "b", None, "Module 03 (Santurkar et al. 2018: what BN does to the loss "
-                                                "landscape)"),
-    "q10_dropout_before_bn": ("choice", "b", None, "Module 03 (dropout before BN, Li et al. 2019)"),
-    "q11_weight_decay": ("choice", "a", None, "Module 03 (weight decay and the effective learning rate, van Laarhoven "
-                                             "2017)"),
-    "q12_ilsvrc2015": ("bool", False, None, "the course's facts (Module 04's history: ResNet won ILSVRC 2015)"),
+    "q06_batch_of_one": ("choice", "a", None, "Module 06, section 1 (one observation in training mode raises) and "
+                                             "Module 03, section 4.1"),
+    "q07_groupnorm_batch": ("bool", False, None, "Module 03, sections 2 and 4.1 (GroupNorm's statistics are per "
+                                                "sample)"),
+    "q08_layernorm_transformers": ("choice", "c", None, "Module 05, section 3.4 (why transformers use LayerNorm)"),
+    "q09_covariate_shift": ("choice", "b", None, "Module 03, section 4.5 (is it internal covariate shift? Santurkar "
+                                                "et al. 2018)"),
+    "q10_dropout_before_bn": ("choice", "b", None, "Module 03, section 4.3 (dropout before BN, Li et al. 2019)"),
+    "q11_weight_decay": ("choice", "a", None, "Module 03, section 4.4 (weight decay and the effective learning rate, "
+                                             "van Laarhoven 2017)"),
+    "q12_ilsvrc2015": ("bool", False, None, "Module 04's learning objectives (the history: ResNet won ILSVRC 2015)"),
 }
 CHOICES = "abcd"
 
