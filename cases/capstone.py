@@ -1,144 +1,32 @@
 """Module 07 (capstone) helpers: the broken setups' data and models, and running a setup over seeds.
 
-The data and models are the same as the grader's (``autograder/kernel_agent/procedures/m07.py``, which
-cannot import this package; ``tests/test_module07.py`` checks that both give identical data and models).
+The data, the models and the statistics gap are the grader's own (imported from
+``autograder/kernel_agent/procedures/m07.py``: the grading kernel cannot import this package, so they live
+there).
 :func:`evaluate` runs a setup as the grader does (same data, same measurement) so that the notebook can show
 the broken setup and the learner's fix side by side; :func:`checked` uses a learner's fix only when it
 passes a quick run, else the reference fix with one line that says so. ``python -m cases.capstone
 --calibrate`` measures the reference fixes and the broken setups on 20 seeds (the grader's thresholds).
 
-Depends on torch and NumPy; never on the autograder.
+Depends on torch, NumPy and those definitions of the grader's procedures.
 """
 from __future__ import annotations
 
-import copy
-import math
 import sys
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-_BN = nn.modules.batchnorm._BatchNorm
-
-D, K, HIDDEN = 16, 4, 64
-_BN = nn.modules.batchnorm._BatchNorm
-
-
-# ----------------------------------------------------------------------------- data (as cases.capstone)
-def _task(task_seed: int, d: int = D):
-    """A task: badly scaled features (offsets -40..40, scales 0.5..30) and a random teacher network."""
-    rng = np.random.default_rng([task_seed, 7])
-    offset = rng.uniform(-40.0, 40.0, d)
-    scale = np.exp(rng.uniform(math.log(0.5), math.log(30.0), d))
-    w1 = rng.standard_normal((d, K))
-    w2 = rng.standard_normal((d, d))
-    mu = rng.standard_normal((K, d)) * 0.6
-    return offset, scale, w1, w2, mu
+# The data, the models and the statistics gap are the grader's own definitions (the grading kernel cannot
+# import cases, so they live with the grader's procedures): the notebook's experiments and the grader
+# measure the same setups by construction.
+from autograder.kernel_agent.procedures.m07 import (  # noqa: F401 - re-exported for the notebook
+    D, HIDDEN, K, _BN, _task, _teacher, classification, mlp, pretrained, relabeled, sequences, statistics_gap,
+    train_sgd)
 
 
-def _teacher(z, w1, w2):
-    """Class scores: a linear teacher plus a mild nonlinearity."""
-    return z @ w1 + 0.5 * np.tanh(z @ w2 / math.sqrt(z.shape[-1])) @ w1
-
-
-def classification(task_seed: int, sample_seed: int, n: int):
-    """(X float32 (n, 16), y int64 (n,)): 4 classes from the teacher on standardized inputs; X badly scaled."""
-    offset, scale, w1, w2, _ = _task(task_seed)
-    z = np.random.default_rng([task_seed, sample_seed, 1]).standard_normal((n, D))
-    y = _teacher(z, w1, w2).argmax(1)
-    return torch.tensor(offset + scale * z, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
-
-
-def relabeled(task_seed: int, sample_seed: int, n: int):
-    """(X, y) for fine-tuning: the inputs of task ``task_seed``, NEW labels (the teacher of task
-    ``task_seed + 100``), sorted by label: the samples arrive grouped (e.g. one user or one site at a time)."""
-    offset, scale, _, _, _ = _task(task_seed)
-    _, _, w1, w2, _ = _task(task_seed + 100)
-    z = np.random.default_rng([task_seed, sample_seed, 4]).standard_normal((n, D))
-    y = _teacher(z, w1, w2).argmax(1)
-    order = np.argsort(y, kind="stable")
-    return (torch.tensor((offset + scale * z)[order], dtype=torch.float32),
-            torch.tensor(y[order], dtype=torch.int64))
-
-
-def sequences(task_seed: int, sample_seed: int, n: int, t: int):
-    """(X float32 (n, t, 16), y int64 (n,)): a class-dependent mean per feature under per-step noise; X badly
-    scaled per feature (the last axis)."""
-    offset, scale, _, _, mu = _task(task_seed)
-    rng = np.random.default_rng([task_seed, sample_seed, 3])
-    y = rng.integers(0, K, n)
-    z = rng.standard_normal((n, t, D)) + 0.4 * mu[y][:, None, :]
-    return torch.tensor(offset + scale * z, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
-
-
-# ----------------------------------------------------------------------------- models (as cases.capstone)
-def mlp(d_in=D, d_out=K, hidden=(HIDDEN, HIDDEN), momentum=0.1, eps=1e-5, last_bn=False):
-    """BN on the (badly scaled) inputs, then Linear-BN-ReLU blocks and a linear head."""
-    layers, a = [nn.BatchNorm1d(d_in, momentum=momentum, eps=eps)], d_in
-    for h in hidden:
-        layers += [nn.Linear(a, h), nn.BatchNorm1d(h, momentum=momentum, eps=eps), nn.ReLU()]
-        a = h
-    layers.append(nn.Linear(a, d_out))
-    if last_bn:
-        layers.append(nn.BatchNorm1d(d_out, momentum=momentum, eps=eps))
-    return nn.Sequential(*layers)
-
-
-def train_sgd(model, X, y, *, epochs, batch, lr, seed, loss="ce", weight_decay=0.0, momentum=0.9):
-    """Plain mini-batch SGD with momentum, shuffled each epoch by a generator seeded with ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    lossf = nn.CrossEntropyLoss() if loss == "ce" else nn.MSELoss()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(X), generator=g)
-        for i in range(0, len(X) - batch + 1, batch):
-            idx = order[i:i + batch]
-            out = model(X[idx])
-            opt.zero_grad()
-            lossf(out.squeeze(-1) if loss == "mse" else out, y[idx]).backward()
-            opt.step()
-    return model
-
-
-def pretrained(task_seed: int, n: int = 1024, seed: int = 0):
-    """The classifier the eval-mode and fine-tuning setups start from (trained here, 4 epochs of batch 64)."""
-    torch.manual_seed(seed)
-    X, y = classification(task_seed, 0, n)
-    return train_sgd(mlp(), X, y, epochs=4, batch=64, lr=0.05, seed=seed)
-
-
-def statistics_gap(model, X):
-    """For each BN layer: how far its running statistics are from the exact statistics of its input over X
-    (eval mode, the layers before it normalizing with their running statistics, as at inference):
-    max over channels of max(|running_mean - mean| / std, |log(running_var / var)|)."""
-    seen = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.append((mod, inp[0].detach())))
-             for m in model.modules() if isinstance(m, _BN)]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(X)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mode in modes:
-            m.training = mode
-    gaps = []
-    for mod, x in seen:
-        if mod.running_mean is None:
-            gaps.append(float("inf"))
-            continue
-        x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() > 2 else x.t()
-        mean, var = x.mean(1), x.var(1)
-        gaps.append(max(float(((mod.running_mean - mean).abs() / var.sqrt()).max()),
-                        float((mod.running_var / var).log().abs().max())))
-    return gaps
-
-
-
+# ----------------------------------------------------------------------------- measuring
 def eval_outputs(model, X, batch=256):
     """The model's outputs for X in eval mode, without gradient (its modes restored)."""
     modes = [(m, m.training) for m in model.modules()]

@@ -7,8 +7,8 @@ in eval mode by :func:`_eval_outputs`, optimizer steps are counted by a global o
 statistics and modes are read before and after. The grader computes accuracies and errors from the
 returned outputs with the test labels, which never enter the kernel.
 
-The data and models are the notebook's (``cases.capstone`` holds the same definitions for the
-experiments; ``tests/test_module07.py`` checks that they agree).
+The data and models defined here are the notebook's too: ``cases.capstone`` imports them for the
+experiments (the grading kernel cannot import ``cases``).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ D, K, HIDDEN = 16, 4, 64
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-# ----------------------------------------------------------------------------- data (as cases.capstone)
+# ----------------------------------------------------------------------------- data (cases.capstone imports it)
 def _task(task_seed: int, d: int = D):
     """A task: badly scaled features (offsets -40..40, scales 0.5..30) and a random teacher network."""
     rng = np.random.default_rng([task_seed, 7])
@@ -73,7 +73,7 @@ def sequences(task_seed: int, sample_seed: int, n: int, t: int):
     return torch.tensor(offset + scale * z, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
 
 
-# ----------------------------------------------------------------------------- models (as cases.capstone)
+# ----------------------------------------------------------------------------- models (cases.capstone imports them)
 def mlp(d_in=D, d_out=K, hidden=(HIDDEN, HIDDEN), momentum=0.1, eps=1e-5, last_bn=False):
     """BN on the (badly scaled) inputs, then Linear-BN-ReLU blocks and a linear head."""
     layers, a = [nn.BatchNorm1d(d_in, momentum=momentum, eps=eps)], d_in
