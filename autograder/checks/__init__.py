@@ -18,6 +18,7 @@ or an object with ``__array__``), dtype, shape, finiteness. A check never raises
 from __future__ import annotations
 
 import dis
+import functools
 import math
 import types
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ __all__ = ["CheckFailure", "Proxy", "Report", "call_learner", "compare", "descri
            "likely_cause", "norm_rel_error", "run_procedure", "unpack"]
 
 FORBIDDEN_ROOTS = ("bnlib", "torch", "autograder")
+
+
+def one_torch_thread(check):
+    """Decorator: run a check with torch on one thread (restored afterwards). Checks' tensors are tiny,
+    and on a busy machine torch's OpenMP pool makes such operations many times slower."""
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        import torch
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return check(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
 
 
 def norm_rel_error(actual, expected) -> float:

@@ -20,7 +20,6 @@ Folding is compared with a float64 reference and, in hidden tests, through torch
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..kernel_agent.procedures import m04 as proc
-from . import CheckFailure, Report, as_array, call_learner, compare, guard, likely_cause, norm_rel_error, \
+from . import one_torch_thread, CheckFailure, Report, as_array, call_learner, compare, guard, likely_cause, norm_rel_error, \
     run_procedure, unpack
 
 TOL64, TOL32 = 1e-10, 1e-5
@@ -37,20 +36,6 @@ WORKS = 1e-3   # "the layer works": essential sub-tests (autograder/checks/__ini
 ROOTS = ("bnlib", "autograder", "cases")
 # torch's ready-made folding (also hidden from the grading kernel: autograder.course)
 TORCH_FOLDING = ("fuse_conv_bn_weights", "fuse_conv_bn_eval", "fuse_linear_bn_weights", "fuse_linear_bn_eval")
-
-
-def _one_thread(check):
-    """Run a check with torch on one thread (restored afterwards): its tensors are tiny, and on a busy
-    machine torch's OpenMP pool makes such operations many times slower."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
 
 
 # ----------------------------------------------------------------------------- references
@@ -161,7 +146,7 @@ def _fold_hints(w, b, g, beta, mean, var, eps, which):
             (g / (np.sqrt(var) + eps) * (b - mean) + beta, "eps belongs inside the square root.")]
 
 
-@_one_thread
+@one_torch_thread
 def check_fold_batchnorm(fold_batchnorm, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``fold_batchnorm``; prints one line per sub-test, returns the points."""
     report = Report("fold_batchnorm" + (" (hidden tests)" if hidden else ""), points)
@@ -273,7 +258,7 @@ def _block_hints(x, tensors, mode):
                  "the ReLU between the two convolutions is missing: conv-BN-ReLU-conv-BN.")]
 
 
-@_one_thread
+@one_torch_thread
 def check_residual_block(ResidualBlock, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``ResidualBlock`` against the reference block with the same parameters."""
     report = Report("ResidualBlock" + (" (hidden tests)" if hidden else ""), points)
@@ -411,7 +396,7 @@ ADAPT_HINTS = [
 ]
 
 
-@_one_thread
+@one_torch_thread
 def check_adapt_bn_statistics(adapt_bn_statistics, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``adapt_bn_statistics`` against the reference adaptation."""
     report = Report("adapt_bn_statistics" + (" (hidden tests)" if hidden else ""), points)

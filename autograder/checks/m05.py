@@ -21,7 +21,6 @@ for an all-real mask); the cell against :class:`ReferenceCell` through ``kernel_
 """
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 import bnlib
 
 from ..kernel_agent.procedures import m05 as proc
-from . import CheckFailure, Proxy, Report, as_array, call_learner, compare, forbidden_uses, guard, likely_cause, \
+from . import one_torch_thread, CheckFailure, Proxy, Report, as_array, call_learner, compare, forbidden_uses, guard, likely_cause, \
     norm_rel_error, run_procedure, unpack
 from .m01 import own_normalization_gradients
 
@@ -41,20 +40,6 @@ ROOTS = ("bnlib", "autograder", "cases")
 # torch's ready-made normalization (absent from the grading kernel: autograder.course, torch_normalization=False)
 TORCH_NORM = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "native_layer_norm",
               "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "RMSNorm")
-
-
-def _one_thread(check):
-    """Run a check with torch on one thread (restored afterwards): its tensors are tiny, and on a busy
-    machine torch's OpenMP pool makes such operations many times slower."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
 
 
 def _guard(report, obj, roots, how):
@@ -527,7 +512,7 @@ def _describe_result(got) -> None:
     raise CheckFailure("the cell could not be run")
 
 
-@_one_thread
+@one_torch_thread
 def check_layernorm_lstm_cell(LayerNormLSTMCell, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``LayerNormLSTMCell`` against :class:`ReferenceCell` with the same parameters."""
     report = Report("LayerNormLSTMCell" + (" (hidden tests)" if hidden else ""), points)

@@ -32,26 +32,13 @@ from ..kernel_agent.procedures import m06 as proc
 import dis
 import types
 
-from . import CheckFailure, Proxy, Report, as_array, compare, describe, forbidden_uses, norm_rel_error, run_procedure
+from . import one_torch_thread, CheckFailure, Proxy, Report, as_array, compare, describe, forbidden_uses, norm_rel_error, run_procedure
 
 TOL = 1e-9        # float64 losses and gradients
 TOL_ACT = 1e-6    # float32 actions
 WORKS = 1e-3      # "it works": essential sub-tests (autograder/checks/__init__.py Report, course/grading.md)
 ROOTS = ("bnlib", "autograder", "cases")
 OBS, ACT = 3, 2
-
-
-def _one_thread(check):
-    """Run a check with torch on one thread (restored afterwards): its tensors are tiny."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
 
 
 def _loads_builtin(fn, name: str, depth: int = 0) -> bool:
@@ -304,7 +291,7 @@ def _batch(gen, b, terminal):
 
 
 # ----------------------------------------------------------------------------- select_action
-@_one_thread
+@one_torch_thread
 def check_select_action(select_action, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's ``select_action`` with a BN policy: actions, modes, statistics, autograd."""
     report = Report("select_action" + (" (hidden tests)" if hidden else ""), points)
@@ -447,7 +434,7 @@ def _policy_in_eval(seen, key):
                            "gradient (torch.no_grad())")
 
 
-@_one_thread
+@one_torch_thread
 def check_crossq_critic_loss(crossq_critic_loss, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
     """Grade the learner's CrossQ critic loss against the reference on BN and Batch Renorm critics."""
     report = Report("crossq_critic_loss" + (" (hidden tests)" if hidden else ""), points)
@@ -512,7 +499,7 @@ def check_crossq_critic_loss(crossq_critic_loss, points: float = 3.0, hidden: bo
 
 
 # ----------------------------------------------------------------------------- critic_loss_with_target
-@_one_thread
+@one_torch_thread
 def check_critic_loss_with_target(critic_loss_with_target, points: float = 2.0, hidden: bool = False,
                                   seed: int = 0) -> float:
     """Grade the learner's SAC critic loss with a target network (BN and plain critics)."""

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..kernel_agent.procedures import m07 as proc
-from . import CheckFailure, Proxy, Report, describe, forbidden_uses
+from . import one_torch_thread, CheckFailure, Proxy, Report, describe, forbidden_uses
 
 ROOTS = ("bnlib", "autograder", "cases")
 
@@ -63,18 +63,6 @@ SECTIONS = {
     "stale_stats": "Module 03, section 4.2 (PreciseBN) and Module 04, section 4 (adapting BN statistics)",
     "dropout_before_bn": "Module 03, section 4.3 (dropout before BN shifts the variance, Li et al. 2019)",
 }
-
-
-def _one_thread(check):
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
 
 
 def _guard(report: Report, fn):
@@ -204,7 +192,7 @@ def _seeds(seed, hidden):
     return [seed] if not hidden else [seed, seed + 1]
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_eval_mode(fix_eval_mode, points: float = 2.0, hidden: bool = False, seed: int = 0) -> float:
     """Predictions of a pretrained BN classifier, chunk by chunk (16 test samples), as the grader orders them."""
     report = Report("fix_eval_mode" + (" (hidden tests)" if hidden else ""), points)
@@ -324,28 +312,28 @@ def _hint(name, got):
     return None
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_batch_of_one(fix_batch_of_one, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
     return _train_check("fix_batch_of_one", fix_batch_of_one, points, hidden, seed)
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_keras_port(fix_keras_port, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
     return _train_check("fix_keras_port", fix_keras_port, points, hidden, seed)
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_dropout_before_bn(fix_dropout_before_bn, points: float = 3.0, hidden: bool = False,
                                 seed: int = 0) -> float:
     return _train_check("fix_dropout_before_bn", fix_dropout_before_bn, points, hidden, seed)
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_sequence_axis(fix_sequence_axis, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
     return _train_check("fix_sequence_axis", fix_sequence_axis, points, hidden, seed)
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_finetune_bn(fix_finetune_bn, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
     report = Report("fix_finetune_bn" + (" (hidden tests)" if hidden else ""), points)
     if (z := _guard(report, fix_finetune_bn)) is not None:
@@ -372,7 +360,7 @@ def check_fix_finetune_bn(fix_finetune_bn, points: float = 3.0, hidden: bool = F
     return report.finish()
 
 
-@_one_thread
+@one_torch_thread
 def check_fix_stale_stats(fix_stale_stats, points: float = 3.0, hidden: bool = False, seed: int = 0) -> float:
     report = Report("fix_stale_stats" + (" (hidden tests)" if hidden else ""), points)
     if (z := _guard(report, fix_stale_stats)) is not None:
