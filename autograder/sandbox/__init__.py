@@ -176,6 +176,10 @@ class Bubblewrap(Sandbox):
         for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf"):
             if os.path.exists(f):
                 args += ["--ro-bind", f, f]
+        # the private /tmp first: the Python installation (a venv in a clone under /tmp, say) is mounted on
+        # top of it, not hidden by it
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
         prefixes = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
                            os.path.abspath(sys.prefix)})
         for p in prefixes:
@@ -190,8 +194,6 @@ class Bubblewrap(Sandbox):
         cache = mpl_cache_dir()
         if cache:
             args += ["--ro-bind", cache, f"{self.MOUNT}/mplcache"]
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
         args += self._dirs(str(rundir)) + ["--bind", str(rundir), str(rundir)]
         if files:
             args += ["--ro-bind", str(files), f"{self.MOUNT}/files"]
