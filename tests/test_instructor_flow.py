@@ -215,8 +215,11 @@ def test_interrupted_class_run_leaves_a_consistent_gradebook_and_resumes(tmp_pat
         dest.mkdir(parents=True)
         nbformat.write(build(released, Sample(s, "", sources=REF)), dest / f"{NB}.ipynb")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    # an interactive shell's Ctrl-C: SIGINT at its default disposition in the child (a shell starting this
+    # suite in the background would otherwise pass SIGINT on as ignored)
     proc = subprocess.Popen([str(BIN / "bncourse"), "autograde", A, "--course-dir", str(root), "--jobs", "1"],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and len(list((root / "autograded").glob(f"*/{A}/.bncourse-graded.json"))) < 2:
         time.sleep(0.2)
