@@ -39,7 +39,10 @@ def test_every_bug_loses_points_as_much_as_it_breaks_the_layer(module, bug):
     """course/grading.md: a mistake that breaks the layer keeps < 30% of its function's points (and, in a
     module about one layer, < 70% of the module: under the certificate bar); a slip keeps >= 40%."""
     bank = BANKS[module]
-    result = grade_in_process(bank.ASSIGNMENT, apply_bug(solution_sources(bank.ASSIGNMENT), bug))
+    # In a module of independent functions only the bug's own test cells can change (every function is
+    # still defined from the bugged sources); a single-layer module is judged on the whole module.
+    own_cells = None if module in SINGLE_LAYER else {f"test_{bug.grade_id}", f"test_{bug.grade_id}_hidden"}
+    result = grade_in_process(bank.ASSIGNMENT, apply_bug(solution_sources(bank.ASSIGNMENT), bug), only=own_cells)
     got, top = totals(result)
     assert got < top, f"{bug.name} ({bug.mistake}) kept full marks"
     own = [v for k, v in result.items() if k in (f"test_{bug.grade_id}", f"test_{bug.grade_id}_hidden")]

@@ -79,12 +79,13 @@ def _run_cell(source: str, namespace: dict):
     return None
 
 
-def grade_in_process(assignment: str, sources: dict[str, str]) -> dict[str, tuple[float, float, str]]:
+def grade_in_process(assignment: str, sources: dict[str, str], only=None) -> dict[str, tuple[float, float, str]]:
     """Run the assignment's non-solution code cells with ``sources`` in place of the solution cells, and
     grade each test cell as nbgrader does (error -> 0, float result -> partial credit, else full).
 
     Slow cells that are not needed for grading (figures, experiments, timings) are skipped: only cells
-    that define things (setup, solutions) and test cells run. Returns grade_id -> (points, max, output).
+    that define things (setup, solutions) and test cells run; with ``only`` (a set of grade_ids), only
+    those test cells. Returns grade_id -> (points, max, output).
     """
     nb = source_notebook(assignment)
     namespace: dict = {"__name__": "__main__"}
@@ -97,6 +98,8 @@ def grade_in_process(assignment: str, sources: dict[str, str]) -> dict[str, tupl
         if cell.cell_type != "code":
             continue
         is_test = meta.get("grade") and not meta.get("solution")
+        if is_test and only is not None and gid not in only:
+            continue
         if meta.get("solution"):
             source = sources.get(gid, cell.source)
         elif is_test or gid == "setup":
