@@ -4,9 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch==2.13.0 resolves to the local CPU build on this project's machines. On Linux without an NVIDIA driver
 # (no nvidia-smi), PyTorch's CPU-only wheel index is added, so pip does not fetch the multi-GB CUDA build from
-# PyPI: torch 2.13.0+cpu wins over 2.13.0, and as an extra index it leaves local wheels resolvable. Override for
-# a CUDA build, e.g. `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" venv`.
-TORCH_SPEC ?= torch==2.13.0$(if $(filter Linux,$(shell uname -s)),$(if $(shell command -v nvidia-smi 2>/dev/null),, --extra-index-url https://download.pytorch.org/whl/cpu))
+# PyPI: torch 2.13.0+cpu wins over 2.13.0, and as an extra index it leaves local wheels resolvable. A machine
+# that cannot resolve that index's host (offline, local wheels only) does not get it: pip would retry it for
+# every package. Override for a CUDA build, e.g.
+# `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" venv`.
+CPU_INDEX  := https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0$(if $(filter Linux,$(shell uname -s)),$(if $(shell command -v nvidia-smi 2>/dev/null),,$(if $(shell $(PYTHON) -c "import socket; socket.setdefaulttimeout(3); socket.getaddrinfo('download.pytorch.org', 443)" 2>/dev/null && echo reachable), --extra-index-url $(CPU_INDEX))))
 
 .PHONY: notebooks venv sandbox demo test test-fast lab instructor-lab release learner-package bench clean
 
