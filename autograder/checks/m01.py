@@ -15,7 +15,8 @@ import numpy as np
 
 import bnlib
 
-from . import CheckFailure, Report, as_array, call_learner, compare, guard, likely_cause, norm_rel_error, unpack
+from . import (CheckFailure, Report, as_array, call_learner, compare, compare_or_own, guard, likely_cause, norm_rel_error,
+               unpack)
 
 TOL64 = 1e-7   # float64 inputs: a correct implementation is at ~1e-14
 TOL32 = 1e-4   # float32 inputs against a float64 reference of the same float32 data
@@ -269,22 +270,6 @@ def _check_backward(name, forward, backward, points, hidden, seed):
 
     credited = []   # parts found right for the learner's own (wrong) normalization
 
-    def part(what, got, expected, own, tol, hint):
-        """Right against the reference, or (forward pass wrong) right for the forward's own normalization."""
-        try:
-            return compare(what, got, expected, tol, hint)
-        except CheckFailure:
-            if own is None:
-                raise
-            try:
-                compare(what, got, own, tol)
-            except CheckFailure:
-                pass
-            else:
-                credited.append(what)
-                return None
-            raise
-
     def check_all(n, d, dtype=np.float64, tol=TOL64, parts=("dx", "dgamma", "dbeta")):
         x, g, dout, (dx, dg, db), (dx_r, dg_r, db_r), xhat, note, own = grads(n, d, dtype)
         x64, g64, dout64 = x.astype(np.float64), g.astype(np.float64), dout.astype(np.float64)
@@ -294,11 +279,11 @@ def _check_backward(name, forward, backward, points, hidden, seed):
         ix = {"dx": 0, "dgamma": 1, "dbeta": 2}
         own_part = (lambda k: None if own is None else own[ix[k]])
         if "dbeta" in parts:
-            part("dbeta" + note, db, db_r, own_part("dbeta"), tol, likely_cause(db, [
+            compare_or_own(credited, "dbeta" + note, db, db_r, own_part("dbeta"), tol, likely_cause(db, [
                 (dout64.mean(0), "dbeta is the SUM of dout over the batch, not the mean."),
                 (dout64.sum(1), "sum dout over the batch (axis=0), not over the features.")]))
         if "dgamma" in parts:
-            part("dgamma" + note, dg, dg_r, own_part("dgamma"), tol, likely_cause(dg, [
+            compare_or_own(credited, "dgamma" + note, dg, dg_r, own_part("dgamma"), tol, likely_cause(dg, [
                 (sum_dy, "dgamma = sum(dout * xhat) over the batch; yours is missing the xhat factor."),
                 ((dout64 * xhat).sum(1), "sum over the batch (axis=0), not over the features."),
                 ((dout64 * x64).sum(0), "dgamma multiplies dout by the NORMALIZED input xhat, not by x.")]))
@@ -315,7 +300,7 @@ def _check_backward(name, forward, backward, points, hidden, seed):
                 (g64 * invstd * (m * dout64 - sum_dy - xhat * sum_dyx),
                  "dx is m times too large: the mean and variance are averages over m = N values (divide by m)."),
             ]
-            part("dx" + note, dx, dx_r, own_part("dx"), tol, likely_cause(dx, hints))
+            compare_or_own(credited, "dx" + note, dx, dx_r, own_part("dx"), tol, likely_cause(dx, hints))
         if credited:
             return ("right for the normalization your forward pass computes; the forward pass itself is "
                     "wrong (see its tests)")

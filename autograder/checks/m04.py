@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..kernel_agent.procedures import m04 as proc
-from . import one_torch_thread, CheckFailure, Report, as_array, call_learner, compare, guard, likely_cause, norm_rel_error, \
-    run_procedure, unpack
+from . import (CheckFailure, Report, as_array, call_learner, compare, guard, likely_cause, norm_rel_error,
+               one_torch_thread, run_procedure, unpack)
 
 TOL64, TOL32 = 1e-10, 1e-5
 WORKS = 1e-3   # "the layer works": essential sub-tests (autograder/checks/__init__.py Report, course/grading.md)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 import bnlib
 
 from ..kernel_agent.procedures import m05 as proc
-from . import one_torch_thread, CheckFailure, Proxy, Report, as_array, call_learner, compare, forbidden_uses, guard, likely_cause, \
-    norm_rel_error, run_procedure, unpack
+from . import (CheckFailure, Proxy, Report, as_array, call_learner, compare, compare_or_own, forbidden_uses,
+               guard, likely_cause, norm_rel_error, one_torch_thread, run_procedure, unpack)
 from .m01 import own_normalization_gradients
 
 TOL64, TOL32 = 1e-7, 1e-4
@@ -284,21 +284,6 @@ def check_masked_batchnorm_backward(masked_batchnorm_forward, masked_batchnorm_b
             own = own_normalization_gradients(x[mask], got, g, b, dout[mask])
         return x, mask, g, dout, (dx, dg, db), ref, saved, note, own
 
-    def part(what, got, expected, own, tol, hint=None):
-        try:
-            return compare(what, got, expected, tol, hint)
-        except CheckFailure:
-            if own is None:
-                raise
-            try:
-                compare(what, got, own, tol)
-            except CheckFailure:
-                pass
-            else:
-                credited.append(what)
-                return None
-            raise
-
     def check_all(n, t, d, dtype=np.float64, tol=TOL64, parts=("dx", "dgamma", "dbeta"), lengths=None):
         x, mask, g, dout, (dx, dg, db), (dx_r, dg_r, db_r), saved, note, own = grads(n, t, d, dtype, lengths)
         own_part = (lambda i: None if own is None else own[i])
@@ -306,12 +291,12 @@ def check_masked_batchnorm_backward(masked_batchnorm_forward, masked_batchnorm_b
         real_dout = dout64[mask]
         xhat = np.asarray(saved.normalized())[mask]
         if "dbeta" in parts:
-            part("dbeta" + note, db, db_r, own_part(2), tol, likely_cause(db, [
+            compare_or_own(credited, "dbeta" + note, db, db_r, own_part(2), tol, likely_cause(db, [
                 (dout64.sum((0, 1)), "dbeta sums dout over every position: padded positions did not reach the output, "
                                      "sum over the real tokens only (dout may hold anything at padding)."),
                 (real_dout.mean(0), "dbeta is the SUM of dout over the real tokens, not the mean.")]))
         if "dgamma" in parts:
-            part("dgamma" + note, dg, dg_r, own_part(1), tol, likely_cause(dg, [
+            compare_or_own(credited, "dgamma" + note, dg, dg_r, own_part(1), tol, likely_cause(dg, [
                 (real_dout.sum(0), "dgamma = sum(dout * xhat) over the real tokens; the xhat factor is missing.")]))
         if "dx" in parts:
             got = _at_real("dx", dx, x.shape, mask)
@@ -334,7 +319,8 @@ def check_masked_batchnorm_backward(masked_batchnorm_forward, masked_batchnorm_b
                 (inv / m * (m * real_dout - real_dout.sum(0) - xhat * (real_dout * xhat).sum(0)),
                  "dx is missing the factor gamma (dxhat = dout * gamma)."),
             ]
-            part("dx at the real tokens" + note, got, dx_r[mask], own_part(0), tol * 10, likely_cause(got, hints))
+            compare_or_own(credited, "dx at the real tokens" + note, got, dx_r[mask], own_part(0), tol * 10,
+                           likely_cause(got, hints))
         if credited:
             return ("right for the normalization your forward pass computes; the forward pass itself is wrong "
                     "(see its tests)")

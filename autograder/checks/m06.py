@@ -32,7 +32,8 @@ from ..kernel_agent.procedures import m06 as proc
 import dis
 import types
 
-from . import one_torch_thread, CheckFailure, Proxy, Report, as_array, compare, describe, forbidden_uses, norm_rel_error, run_procedure
+from . import (CheckFailure, Proxy, Report, as_array, compare, describe, forbidden_uses, norm_rel_error,
+               one_torch_thread, run_procedure)
 
 TOL = 1e-9        # float64 losses and gradients
 TOL_ACT = 1e-6    # float32 actions

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..kernel_agent.procedures import m07 as proc
-from . import one_torch_thread, CheckFailure, Proxy, Report, describe, forbidden_uses
+from . import (CheckFailure, Proxy, Report, describe, forbidden_uses, one_torch_thread)
 
 ROOTS = ("bnlib", "autograder", "cases")
 
