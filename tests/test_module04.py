@@ -123,14 +123,11 @@ def test_module04_through_nbgrader(tmp_path):
     the assignment (sandboxed kernel, trusted checks): the reference and a correct variant get full marks,
     the release notebook 0, and one learner with a breaking mistake in each graded function loses that
     function's points (one submission for the three, to keep the run short)."""
-    from test_grading_e2e import auto_total, grade_class   # tests/ is on sys.path under pytest
+    from test_grading_e2e import auto_total, grade_class, one_breaking_bug_per_function   # tests/ is on sys.path
 
     from autograder.bank import apply_bug
     from autograder.samples import Sample, strip_markers
-    picked = {}
-    for bug in m04.BUGS:
-        if bug.breaks:
-            picked.setdefault(bug.grade_id, bug)
+    picked = {b.grade_id: b for b in one_breaking_bug_per_function(m04).BUGS}
     sources = {k: strip_markers(v) for k, v in solution_sources(ASSIGNMENT).items()}
     for bug in picked.values():
         sources = apply_bug(sources, bug)

@@ -245,12 +245,8 @@ def test_module05_through_nbgrader(tmp_path):
     """Every Module 05 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades the
     assignment (sandboxed kernel without torch's normalization, trusted checks): the reference and a correct
     variant get full marks, the release notebook 0, and one breaking bug per graded function loses points."""
-    from test_grading_e2e import auto_total, grade_class   # tests/ is on sys.path under pytest
-    picked = {}
-    for bug in m05.BUGS:
-        if bug.breaks:
-            picked.setdefault(bug.grade_id, bug)
-    bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m05.CORRECT_VARIANTS)
+    from test_grading_e2e import auto_total, grade_class, one_breaking_bug_per_function   # tests/ is on sys.path
+    bank = one_breaking_bug_per_function(m05)
     _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank)
     top = auto_total(table["reference"])
     assert top == 16.0

@@ -3,7 +3,6 @@ do-nothing stubs, the kernel policy, the stored results and the module page, and
 through nbgrader."""
 import copy
 import json
-import types
 
 import numpy as np
 import pytest
@@ -247,12 +246,8 @@ def test_module06_through_nbgrader(tmp_path):
     """Every Module 06 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades
     the assignment (sandboxed kernel, trusted checks): the reference and a correct variant get full marks,
     the release notebook 0, and one breaking bug per graded function keeps less than 30% of its points."""
-    from test_grading_e2e import auto_total, grade_class   # tests/ is on sys.path under pytest
-    picked = {}
-    for bug in m06.BUGS:
-        if bug.breaks:
-            picked.setdefault(bug.grade_id, bug)
-    bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m06.CORRECT_VARIANTS)
+    from test_grading_e2e import auto_total, grade_class, one_breaking_bug_per_function   # tests/ is on sys.path
+    bank = one_breaking_bug_per_function(m06)
     _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank)
     top = auto_total(table["reference"])
     assert top == 18.0

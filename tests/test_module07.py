@@ -4,7 +4,6 @@ fixes that hide a symptom score nothing, the quiz's visible test never reveals a
 the module page, and (slow) the assignment through nbgrader."""
 import inspect
 import json
-import types
 
 import nbformat
 import pytest
@@ -178,12 +177,8 @@ def test_page_quotes_what_the_notebook_measured():
 def test_module07_through_nbgrader(tmp_path):
     """Through the nbgrader pipeline (sandboxed kernel, trusted checks): the reference and the correct variant
     get full marks, the release notebook 0, one breaking bug per fix keeps less than 30% of its points."""
-    from test_grading_e2e import auto_total, grade_class   # tests/ is on sys.path under pytest
-    picked = {}
-    for bug in m07.BUGS:
-        if bug.breaks:
-            picked.setdefault(bug.grade_id, bug)
-    bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m07.CORRECT_VARIANTS)
+    from test_grading_e2e import auto_total, grade_class, one_breaking_bug_per_function   # tests/ is on sys.path
+    bank = one_breaking_bug_per_function(m07)
     _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank)
     top = auto_total(table["reference"])
     assert top == 62.0
