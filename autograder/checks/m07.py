@@ -20,8 +20,8 @@ notebook):
   does not shift the variance a BN layer sees between training and inference (Li et al. 2019).
 
 Thresholds (``THRESHOLDS``) come from the measured spread of the reference fixes (``python -m
-cases.capstone --calibrate``: 20 task seeds each; the minimum, the broken setup's maximum and the chosen
-threshold are recorded next to each value).
+cases.capstone --calibrate``: 200 random 32-bit seeds, like the salted seeds of the hidden tests; the minimum,
+the broken setup's maximum and the chosen threshold are recorded next to each value).
 """
 from __future__ import annotations
 
@@ -35,22 +35,26 @@ from . import (CheckFailure, Proxy, Report, describe, forbidden_uses, one_torch_
 
 ROOTS = ("bnlib", "autograder", "cases")
 
-# accuracy (fraction of test samples) a fix must reach. Measured with `python -m cases.capstone --calibrate`
-# (20 seeds, 1 thread): reference fix min / mean / max | broken setup max (or "raises")
+# accuracy (fraction of test samples) a fix must reach. Hidden tests run on seeds salted with the course secret
+# (any 32-bit value), so the spread is measured on such seeds: `python -m cases.capstone --calibrate` (200 random
+# 32-bit seeds, 1 thread): reference fix min / 1st percentile / mean | broken setup max (or "raises")
 THRESHOLDS = {
-    "eval_mode": 0.70,       # 0.838 / 0.880 / 0.910 | 0.254
-    "batch_of_one": 0.65,    # 0.753 / 0.779 / 0.816 | raises (wrong fixes: eval-mode BN 0.28-0.31, LayerNorm 0.30-0.42)
-    "finetune_bn": 0.48,     # 0.559 / 0.658 / 0.762 | 0.411 (and its statistics move, which fails on its own)
-    "keras_port": 0.72,      # 0.795 / 0.852 / 0.885 | 0.839: accuracy does not separate them, GAP does
-    "sequence_axis": 0.80,   # 0.918 / 0.975 / 1.000 | raises on sequences of another length
-    "stale_stats": 0.70,     # 0.864 / 0.889 / 0.915 | 0.430
-    "dropout_before_bn": 0.80,  # 0.884 / 0.897 / 0.913 | 0.924: the shift costs no accuracy here, DROP_GAP decides
+    "eval_mode": 0.70,       # 0.834 / 0.840 / 0.881 | 0.271
+    "batch_of_one": 0.60,    # 0.687 / 0.708 / 0.788 | raises (wrong fixes: eval-mode BN 0.28-0.31, LayerNorm 0.30-0.42)
+    "finetune_bn": 0.48,     # 0.550 / 0.557 / 0.647 | 0.458 (and its statistics move, which fails on its own)
+    "keras_port": 0.68,      # 0.761 / 0.777 / 0.848 | 0.879: accuracy does not separate them, GAP does
+    "sequence_axis": 0.75,   # sequences of 25 steps (trained on 10): 0.859 / 0.912 / 0.981 | raises (BN over time)
+    "stale_stats": 0.70,     # 0.830 / 0.842 / 0.877 | 0.579
+    "dropout_before_bn": 0.78,  # 0.854 / 0.868 / 0.897 | 0.932: the shift costs no accuracy here, DROP_GAP decides
 }
+# sequence_axis on sequences of the training length (10 steps), where BN over time works too, so it does not
+# separate the bug: reference min 0.797, 1st percentile 0.812, mean 0.909
+SHORT_SEQUENCES = 0.70
 # keras_port: mean over the BN layers of proc.statistics_gap (running vs exact statistics of each layer's input);
-# 20 seeds: faithful port max 0.34 (mean 0.24), broken port min 0.71 (mean 0.95)
+# faithful port max 0.43 (mean 0.24), broken port min 0.65 (mean 0.99)
 GAP = 0.5
-# dropout_before_bn: the LARGEST gap over the BN layers (the shifted one); 20 seeds: dropout after the last BN max
-# 0.22 (mean 0.15), dropout before BN min 0.62 (mean 0.94)
+# dropout_before_bn: the LARGEST gap over the BN layers (the shifted one); dropout after the last BN max 0.28
+# (mean 0.16), dropout before BN min 0.58 (mean 0.92)
 DROP_GAP = 0.4
 BUDGET = {"batch_of_one": 1024, "finetune_bn": 160, "keras_port": 512, "sequence_axis": 64, "dropout_before_bn": 128}   # optimizer steps
 SECTIONS = {
@@ -103,8 +107,8 @@ def _model(got, name):
                            f"{str(got.get('type', '?')).rpartition('.')[2]}")
 
 
-def _reach(name, acc, where, hint=None):
-    need = THRESHOLDS[name]
+def _reach(name, acc, where, hint=None, need=None):
+    need = THRESHOLDS[name] if need is None else need
     if acc < need:
         msg = (f"test accuracy {acc:.1%} {where}, expected at least {need:.0%} (the reference fix clears it on every "
                f"calibration seed)")
@@ -263,9 +267,10 @@ def _train_check(name, fn, points, hidden, seed, extra=None):
             except CheckFailure as exc:
                 raise CheckFailure(f"{exc} (seed {s}). " + (hint or f"Revisit {SECTIONS[name.removeprefix('fix_')]}.")) \
                     from None
-            where = (f"on 1,024 fresh samples, seed {s}" if not what else
-                     f"on 512 fresh sequences of 25 steps (trained on 10), seed {s}")
-            details.append(_reach(name.removeprefix("fix_"), acc, where, hint))
+            short = name == "fix_sequence_axis" and not what
+            where = (f"on 512 fresh sequences of 25 steps (trained on 10), seed {s}" if what else
+                     f"on 512 fresh sequences of 10 steps, seed {s}" if short else f"on 1,024 fresh samples, seed {s}")
+            details.append(_reach(name.removeprefix("fix_"), acc, where, hint, SHORT_SEQUENCES if short else None))
         if name == "fix_keras_port":
             g = got.get("gaps") or [float("inf")]
             if np.mean(g) > GAP:
