@@ -37,6 +37,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[dev]'
+	@# jsonschema's optional IRI format checker (rfc3987-syntax, from jupyter-events' format-nongpl extra) builds
+	@# ~35 Earley parsers on import: 1.5 s at every start of nbformat, so of every nbgrader and bncourse command.
+	@# No Jupyter or nbgrader schema uses the iri formats (python-jsonschema/jsonschema#1428); jsonschema skips
+	@# them when the package is absent.
+	$(PY) -m pip uninstall -y -q rfc3987-syntax
 	touch $@
 
 demo: venv
