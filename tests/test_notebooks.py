@@ -68,27 +68,48 @@ def test_release_hides_solutions_and_hidden_tests(a):
         c.source.count("### BEGIN SOLUTION") for c in source_nb(a).cells if c.cell_type == "code")
 
 
+def _run_quick(a, path):
+    """Notebook ``a`` executed top to bottom in quick mode in ``path``; returns (notebook, seconds, error)."""
+    from nbclient import NotebookClient
+    nb = source_nb(a)
+    t0 = time.perf_counter()
+    try:
+        # every cell, the experiments too (skip-execution tags them for the grader, which does not need them)
+        NotebookClient(nb, timeout=300, kernel_name="python3", skip_cells_with_tag="",
+                       resources={"metadata": {"path": str(path)}}).execute()
+        error = None
+    except Exception as exc:  # noqa: BLE001 - reported by the notebook's own test
+        error = exc
+    return nb, time.perf_counter() - t0, error
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """Every solution notebook in quick mode, two at a time: each kernel computes on one thread (the notebooks
+    limit torch and BLAS to one), so two share this 2-core machine without slowing each other."""
+    from concurrent.futures import ThreadPoolExecutor
+    env_before = {k: os.environ.pop(k, None) for k in ("NBGRADER_EXECUTION", "BNCOURSE_QUICK")}
+    os.environ["BNCOURSE_QUICK"] = "1"           # the kernels inherit it
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = {a: pool.submit(_run_quick, a, tmp_path_factory.mktemp(a)) for a in ASSIGNMENTS}
+            return {a: f.result() for a, f in runs.items()}
+    finally:
+        os.environ.pop("BNCOURSE_QUICK", None)
+        os.environ.update({k: v for k, v in env_before.items() if v is not None})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("a", ASSIGNMENTS)
-def test_solution_notebook_runs_top_to_bottom(a, tmp_path):
+def test_solution_notebook_runs_top_to_bottom(a, quick_runs):
     """The instructor's notebook (experiments included) runs without error, all tests at full marks.
 
     The experiments run in the quick mode of ``cases.runtime`` (BNCOURSE_QUICK=1: every line, at a small
     size); the full runs behind the module pages are ``make notebooks`` (their times are in the pages'
     results files, checked by the module tests)."""
-    from nbclient import NotebookClient
-    nb = source_nb(a)
-    env_before = {k: os.environ.pop(k, None) for k in ("NBGRADER_EXECUTION", "BNCOURSE_QUICK")}
-    os.environ["BNCOURSE_QUICK"] = "1"           # the kernel inherits it
-    t0 = time.perf_counter()
-    try:
-        # every cell, the experiments too (skip-execution tags them for the grader, which does not need them)
-        NotebookClient(nb, timeout=300, kernel_name="python3", skip_cells_with_tag="",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        os.environ.pop("BNCOURSE_QUICK", None)
-        os.environ.update({k: v for k, v in env_before.items() if v is not None})
-    seconds = time.perf_counter() - t0
+    nb, seconds, error = quick_runs[a]
+    if error is not None:
+        raise error
     images = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -103,4 +124,4 @@ def test_solution_notebook_runs_top_to_bottom(a, tmp_path):
             assert result and float(result[0].data["text/plain"]) == float(meta["points"]), meta["grade_id"]
     assert images >= 1, "each module shows at least one figure"
     # Run time is reported, not asserted (no timed asserts): see the issue notes for measured figures.
-    print(f"{a}: ran top to bottom (quick mode) in {seconds:.1f} s")
+    print(f"{a}: ran top to bottom (quick mode) in {seconds:.1f} s (two notebooks at a time)")
