@@ -79,15 +79,62 @@ def test_module02_bank_through_nbgrader(tmp_path):
     assert not kept, f"bugs that kept full marks: {kept}"
 
 
-def one_breaking_bug_per_function(bank):
-    """A bank holding the first breaking bug of each graded function (and the bank's correct variants): what
-    the Module 04-07 tests grade through nbgrader; test_bank.py grades every bug in-process."""
-    import types
-    picked = {}
+def _layer(grade_id):
+    """The layer a graded function belongs to: a backward pass is checked on its own forward's cache."""
+    return grade_id.removesuffix("_forward").removesuffix("_backward")
+
+
+def packs_of(bank):
+    """Every bug of a bank of independent graded functions (Modules 03-07) in few submissions: each holds at
+    most one bug per function, and never bugs in both passes of one layer (a backward pass is checked on its
+    own forward's cache; a broken forward would cost it points that are not its bug's). Each bug is then
+    judged on its own function's cells, as if it were alone."""
+    remaining = {}
     for bug in bank.BUGS:
-        if bug.breaks:
-            picked.setdefault(bug.grade_id, bug)
-    return types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=bank.CORRECT_VARIANTS)
+        remaining.setdefault(bug.grade_id, []).append(bug)
+    packs = []
+    while any(remaining.values()):
+        pack, layers = [], set()
+        for gid in sorted(remaining, key=lambda g: -len(remaining[g])):   # the longest lists first
+            if remaining[gid] and _layer(gid) not in layers:
+                pack.append(remaining[gid].pop(0))
+                layers.add(_layer(gid))
+        packs.append(pack)
+    return packs
+
+
+def grade_packed(root, assignment, bank):
+    """The reference, the release notebook, the bank's correct variants and every bug (packed, see
+    :func:`packs_of`) in one `bncourse autograde` run; returns (gradebook table, packs)."""
+    import types
+    ref = {k: strip_markers(v) for k, v in solution_sources(assignment).items()}
+    packs, extra = packs_of(bank), []
+    for k, pack in enumerate(packs):
+        sources = ref
+        for bug in pack:
+            sources = apply_bug(sources, bug)
+        extra.append(Sample(f"pack{k}", "", sources=sources))
+    _, _, table, _, _ = grade_class(root, assignment,
+                                    types.SimpleNamespace(BUGS=[], CORRECT_VARIANTS=bank.CORRECT_VARIANTS), extra)
+    return table, packs
+
+
+def bugs_off_policy(table, packs):
+    """Packed bugs whose points break the grading policy (course/grading.md): a mistake that breaks the layer
+    keeps less than 30% of its function's points, a slip at least 40% and less than all; each as (bug,
+    points kept, the function's points). Also each pack whose grading was cut short (a flagged kernel death
+    or time limit would zero cells for another bug's sake)."""
+    ref, out = table["reference"], []
+    for k, pack in enumerate(packs):
+        row = table[f"pack{k}"]
+        if "flagged" in row["status"]:
+            out.append((f"pack{k}", row["status"], [b.name for b in pack]))
+        for bug in pack:
+            cells = [c for c in (f"test_{bug.grade_id}", f"test_{bug.grade_id}_hidden") if c in ref]
+            kept, own = sum(row[c] for c in cells), sum(ref[c] for c in cells)
+            if not cells or not (kept < 0.3 * own if bug.breaks else 0.4 * own <= kept < own):
+                out.append((bug.name, kept, own))
+    return out
 
 
 def auto_total(row):
@@ -183,16 +230,12 @@ def test_grade_exits_zero_on_a_broken_notebook(tmp_path):
 
 
 def test_module03_through_nbgrader(tmp_path):
-    """Every Module 03 bug loses points in-process (tests/test_bank.py, the same test cells); here the
-    nbgrader pipeline grades the assignment: reference, release notebook, correct variant, one bug each."""
-    import types
-    picked = {}
-    for bug in m03.BUGS:
-        picked.setdefault(bug.grade_id, bug)
-    bank = types.SimpleNamespace(BUGS=list(picked.values()), CORRECT_VARIANTS=m03.CORRECT_VARIANTS)
-    _, _, table, _, _ = grade_class(tmp_path, m03.ASSIGNMENT, bank)
+    """Through the nbgrader pipeline: the reference and the correct variant get full marks, the release notebook
+    0, and every bug of the bank (packed, one per graded function in each submission) loses its points."""
+    table, packs = grade_packed(tmp_path, m03.ASSIGNMENT, m03)
     top = auto_total(table["reference"])
     assert top == 23.0
     assert auto_total(table["variant_recompute_caches"]) == top
     assert table["blank"]["total"] == 0.0
-    assert all(auto_total(table[f"bug_{b.name}"]) < top for b in bank.BUGS)
+    assert sum(map(len, packs)) == len(m03.BUGS)
+    assert not bugs_off_policy(table, packs)

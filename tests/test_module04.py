@@ -119,27 +119,19 @@ def test_experiments_import_cases_as_a_package():
 
 @pytest.mark.slow
 def test_module04_through_nbgrader(tmp_path):
-    """Every Module 04 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades
-    the assignment (sandboxed kernel, trusted checks): the reference and a correct variant get full marks,
-    the release notebook 0, and one learner with a breaking mistake in each graded function loses that
-    function's points (one submission for the three, to keep the run short)."""
-    from test_grading_e2e import auto_total, grade_class, one_breaking_bug_per_function   # tests/ is on sys.path
-
-    from autograder.bank import apply_bug
-    from autograder.samples import Sample, strip_markers
-    picked = {b.grade_id: b for b in one_breaking_bug_per_function(m04).BUGS}
-    sources = {k: strip_markers(v) for k, v in solution_sources(ASSIGNMENT).items()}
-    for bug in picked.values():
-        sources = apply_bug(sources, bug)
-    bank = types.SimpleNamespace(BUGS=[], CORRECT_VARIANTS=m04.CORRECT_VARIANTS)
-    _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank, extra=[Sample("bugs", "", sources=sources)])
+    """Every Module 04 bug loses points in-process (tests/test_bank.py) and here, through the nbgrader
+    pipeline (sandboxed kernel, trusted checks), packed one per graded function in each submission, with the
+    points course/grading.md gives it; the reference and a correct variant get full marks, the release
+    notebook 0."""
+    from test_grading_e2e import auto_total, bugs_off_policy, grade_packed   # tests/ is on sys.path
+    table, packs = grade_packed(tmp_path, ASSIGNMENT, m04)
     top = auto_total(table["reference"])
     assert top == 18.0
     for name in m04.CORRECT_VARIANTS:
         assert auto_total(table[f"variant_{name}"]) == top, name
     assert table["blank"]["total"] == 0.0
-    for gid in picked:    # a breaking mistake: the function's cells score 0
-        assert table["bugs"][f"test_{gid}"] == 0.0 and table["bugs"][f"test_{gid}_hidden"] == 0.0, gid
+    assert sum(map(len, packs)) == len(m04.BUGS)
+    assert not bugs_off_policy(table, packs)
 
 
 @pytest.mark.slow

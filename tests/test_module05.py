@@ -242,16 +242,16 @@ def test_page_quotes_what_the_notebook_measured():
 
 @pytest.mark.slow
 def test_module05_through_nbgrader(tmp_path):
-    """Every Module 05 bug loses points in-process (tests/test_bank.py); here the nbgrader pipeline grades the
-    assignment (sandboxed kernel without torch's normalization, trusted checks): the reference and a correct
-    variant get full marks, the release notebook 0, and one breaking bug per graded function loses points."""
-    from test_grading_e2e import auto_total, grade_class, one_breaking_bug_per_function   # tests/ is on sys.path
-    bank = one_breaking_bug_per_function(m05)
-    _, _, table, _, _ = grade_class(tmp_path, ASSIGNMENT, bank)
+    """Every Module 05 bug loses points in-process (tests/test_bank.py) and here, through the nbgrader
+    pipeline (sandboxed kernel, trusted checks), packed one per graded function in each submission, with the
+    points course/grading.md gives it; the reference and a correct variant get full marks, the release
+    notebook 0."""
+    from test_grading_e2e import auto_total, bugs_off_policy, grade_packed   # tests/ is on sys.path
+    table, packs = grade_packed(tmp_path, ASSIGNMENT, m05)
     top = auto_total(table["reference"])
     assert top == 16.0
     for name in m05.CORRECT_VARIANTS:
         assert auto_total(table[f"variant_{name}"]) == top, name
     assert table["blank"]["total"] == 0.0
-    losses = {b.name: top - auto_total(table[f"bug_{b.name}"]) for b in bank.BUGS}
-    assert all(loss >= 5 for loss in losses.values()), losses
+    assert sum(map(len, packs)) == len(m05.BUGS)
+    assert not bugs_off_policy(table, packs)
