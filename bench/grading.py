@@ -156,6 +156,13 @@ def main(argv=None) -> dict:
         if args.baseline:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["baseline"])],
                            capture_output=True)
+    one_worker = None
+    if args.jobs != 1:
+        # the same class with one grading process: its overhead without a second process and the kernels
+        # started ahead sharing the cores
+        seconds, output = run_engine("bncourse", roots[("bncourse", "current")], REPO, 1)
+        one_worker = {"seconds_per_submission": seconds / args.n, "overhead_median": _overhead(output)}
+        print(f"one worker: bncourse (current) {seconds / args.n:.2f} s per submission", flush=True)
     cluster = {}
     for n in [int(w) for w in args.cluster_workers.split(",") if w]:
         import distributed
@@ -181,6 +188,7 @@ def main(argv=None) -> dict:
         "speedup_vs_plain_nbgrader": med["nbgrader-current"] / med["bncourse-current"],
         "overhead_seconds_per_submission": {"median": statistics.median(overhead) if overhead else None,
                                             "max": max(overhead) if overhead else None},
+        "one_worker": one_worker,
         # the current engines must agree; an earlier commit may weigh the tests differently
         "scores_equal": len({json.dumps(s, sort_keys=True) for k, s in scores.items() if k.endswith("current")}) == 1,
     }
@@ -209,6 +217,11 @@ def main(argv=None) -> dict:
     if o["median"] is not None:
         lines.append(f"Fixed overhead per submission (grading process wall time minus cells and checks): "
                      f"median {o['median']:.2f} s, max {o['max']:.2f} s.")
+    if one_worker and one_worker["overhead_median"] is not None:
+        lines.append(f"With one grading process (--jobs 1): {one_worker['seconds_per_submission']:.2f} s per "
+                     f"submission, fixed overhead median {one_worker['overhead_median']:.2f} s (with --jobs "
+                     f"{args.jobs}, the grading processes and the kernels started ahead share the cores, which "
+                     "stretches each process's wall time).")
     lines.append(f"Scores identical between nbgrader and bncourse (current): {result['scores_equal']}.")
     if cluster:
         lines += ["", "| local Dask workers | s per submission |", "|---|---|"]
