@@ -350,19 +350,12 @@ def warm_up(assignment: str) -> None:
     import ipykernel.kernelspec  # noqa: F401
     import sqlalchemy.dialects.sqlite  # noqa: F401
     import sqlite3  # noqa: F401
-    _warm_torch()
+    import torch
+
+    from .kernel_agent.torch_policy import first_optimizer_step
+    first_optimizer_step(torch)
     from . import sandbox
     sandbox.mpl_cache_dir()
-
-
-def _warm_torch() -> None:
-    """One tiny optimizer step, so forked children inherit torch's lazily imported modules. Two-element
-    tensors never start torch's thread pool, which a forked child could not use."""
-    import torch
-    p = torch.zeros(2, requires_grad=True)
-    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
-    (p * 2.0).sum().backward()
-    opt.step()
 
 
 def grade_many(assignment: str, submissions: dict[str, Path], jobs: int = 2, timeout: int | None = None,

@@ -4,11 +4,13 @@ The class holds the reference solution, the release notebook as shipped, two ind
 variants, every bug of the bank, and the awkward sample learners (syntax error, infinite loop, deleted
 test cells, two hostile ones). One run grades them all; the assertions read the class gradebook.
 """
+import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -34,9 +36,10 @@ def run(*args, cwd=REPO):
                           timeout=1800)
 
 
-def grade_class(root, assignment, bank, extra=()):
+def grade_class(root, assignment, bank, extra=(), packs=()):
     """Submissions for the reference, the release notebook, each correct variant and each bug (plus
-    ``extra`` samples), autograded in one `bncourse autograde` run; returns the gradebook as a dict."""
+    ``extra`` samples, and one submission ``pack<k>`` holding all the bugs of each of ``packs``), autograded
+    in one `bncourse autograde` run; returns the gradebook as a dict."""
     nb = grading.notebook_name(assignment)
     (root / "nbgrader_config.py").write_text(config_file_text(root))
     released = nbformat.read(RELEASE / assignment / f"{nb}.ipynb", as_version=4)
@@ -48,6 +51,8 @@ def grade_class(root, assignment, bank, extra=()):
         learners[f"variant_{name}"] = Sample(name, "", sources={**ref, **variant})
     for bug in bank.BUGS:
         learners[f"bug_{bug.name}"] = Sample(bug.name, "", sources=apply_bug(ref, bug))
+    for k, pack in enumerate(packs):
+        learners[f"pack{k}"] = Sample(f"pack{k}", "", sources=functools.reduce(apply_bug, pack, ref))
     digests = {}
     for student, sample in learners.items():
         dest = root / "submitted" / student / assignment
@@ -106,16 +111,9 @@ def packs_of(bank):
 def grade_packed(root, assignment, bank):
     """The reference, the release notebook, the bank's correct variants and every bug (packed, see
     :func:`packs_of`) in one `bncourse autograde` run; returns (gradebook table, packs)."""
-    import types
-    ref = {k: strip_markers(v) for k, v in solution_sources(assignment).items()}
-    packs, extra = packs_of(bank), []
-    for k, pack in enumerate(packs):
-        sources = ref
-        for bug in pack:
-            sources = apply_bug(sources, bug)
-        extra.append(Sample(f"pack{k}", "", sources=sources))
-    _, _, table, _, _ = grade_class(root, assignment,
-                                    types.SimpleNamespace(BUGS=[], CORRECT_VARIANTS=bank.CORRECT_VARIANTS), extra)
+    packs = packs_of(bank)
+    variants_only = types.SimpleNamespace(BUGS=[], CORRECT_VARIANTS=bank.CORRECT_VARIANTS)
+    _, _, table, _, _ = grade_class(root, assignment, variants_only, packs=packs)
     return table, packs
 
 

@@ -2,7 +2,6 @@
 and (slow) the assignment through nbgrader."""
 import importlib
 import json
-import types
 from pathlib import Path
 
 import pytest

@@ -112,15 +112,24 @@ def _scrub_python(torch) -> int:
     return count
 
 
-def _load_lazy_parts(torch) -> None:
-    """Import what torch loads lazily on first use (an optimizer step pulls in dynamo and inductor,
-    which register decompositions of their own), so the scrub below sees it all."""
+def first_optimizer_step(torch) -> None:
+    """One optimizer step on two numbers: torch imports what it loads on first use (sympy on the first
+    backward pass, dynamo and inductor on the first optimizer). Two-element tensors never start torch's
+    thread pool, so a process that forks afterwards (the grader) leaves its children a usable one."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = torch.nn.Parameter(torch.zeros(2))
         opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
         p.sum().backward()
         opt.step()
+
+
+def _load_lazy_parts(torch) -> None:
+    """Import what torch loads lazily on first use (an optimizer step pulls in dynamo and inductor,
+    which register decompositions of their own), so the scrub below sees it all."""
+    first_optimizer_step(torch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for name in ("torch._dynamo", "torch._inductor.decomposition", "torch._decomp.decompositions",
                      "torch._refs.nn.functional"):
             try:
